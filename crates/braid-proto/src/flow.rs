@@ -1,0 +1,186 @@
+//! Flow control: the session receive budget (Go's token bucket) and the smux v2
+//! per-stream windows, with the same arithmetic as Go so that both ends agree.
+
+/// The peer's window before its first UPD: Go's `initialPeerWindow`, which is larger
+/// than the default `MaxStreamBuffer` (65536).
+pub const INITIAL_PEER_WINDOW: u32 = 262_144;
+
+/// Session-wide receive budget. Received stream data spends it, the application's reads
+/// (and discarded data of closed streams) refill it. While it is spent (<= 0) the session
+/// reads no more frames, exactly as Go's recvLoop waits on its bucket. It can go negative
+/// by at most one frame, because a frame is accepted whole.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceiveBudget {
+    tokens: i64,
+}
+
+impl ReceiveBudget {
+    pub(crate) fn new(max: usize) -> ReceiveBudget {
+        ReceiveBudget { tokens: max as i64 }
+    }
+
+    pub(crate) fn spend(&mut self, n: usize) {
+        self.tokens -= n as i64;
+    }
+
+    pub(crate) fn refund(&mut self, n: usize) {
+        self.tokens += n as i64;
+    }
+
+    pub(crate) fn is_spent(&self) -> bool {
+        self.tokens <= 0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tokens(&self) -> i64 {
+        self.tokens
+    }
+}
+
+/// Send side of a v2 stream: how much the peer lets us have in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct SendWindow {
+    /// Bytes sent on the stream, modulo 2^32 (Go's `numWritten`).
+    written: u32,
+    /// The peer's last reported `consumed`.
+    peer_consumed: u32,
+    /// The peer's last reported window.
+    peer_window: u32,
+}
+
+/// The peer reported more bytes consumed than were sent (Go's `ErrConsumed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overconsumed {
+    pub(crate) written: u32,
+    pub(crate) consumed: u32,
+}
+
+impl SendWindow {
+    pub(crate) fn new() -> SendWindow {
+        SendWindow {
+            written: 0,
+            peer_consumed: 0,
+            peer_window: INITIAL_PEER_WINDOW,
+        }
+    }
+
+    /// Bytes that may be sent now. Go computes `inflight = int32(written - consumed)`
+    /// and `win = int32(window) - inflight` in wrapping 32-bit arithmetic; so do we.
+    pub(crate) fn credit(&self) -> Result<usize, Overconsumed> {
+        let inflight = self.written.wrapping_sub(self.peer_consumed) as i32;
+        if inflight < 0 {
+            return Err(Overconsumed {
+                written: self.written,
+                consumed: self.peer_consumed,
+            });
+        }
+        let win = (self.peer_window as i32).wrapping_sub(inflight);
+        Ok(win.max(0) as usize)
+    }
+
+    pub(crate) fn on_sent(&mut self, n: usize) {
+        self.written = self.written.wrapping_add(n as u32);
+    }
+
+    pub(crate) fn on_update(&mut self, consumed: u32, window: u32) {
+        self.peer_consumed = consumed;
+        self.peer_window = window;
+    }
+}
+
+/// Receive side of a v2 stream: when to tell the peer how much we consumed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecvWindow {
+    /// Bytes the application has read, modulo 2^32 (Go's `numRead`).
+    num_read: u32,
+    /// Bytes read since the last update (Go's `incr`).
+    incr: u32,
+}
+
+impl RecvWindow {
+    /// Records an application read of `n > 0` bytes. Returns true when an UPD is due:
+    /// after the first read, and whenever half the window has been consumed since the
+    /// last one (Go's `tryReadv2`).
+    pub(crate) fn on_read(&mut self, n: usize, window: usize) -> bool {
+        let n = n as u32;
+        self.num_read = self.num_read.wrapping_add(n);
+        self.incr = self.incr.wrapping_add(n);
+        if self.incr >= (window / 2) as u32 || self.num_read == n {
+            self.incr = 0;
+            return true;
+        }
+        false
+    }
+
+    /// The value for an UPD's `consumed` field.
+    pub(crate) fn consumed(&self) -> u32 {
+        self.num_read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_window_starts_at_go_initial_peer_window() {
+        let mut w = SendWindow::new();
+        assert_eq!(w.credit(), Ok(262_144));
+        w.on_sent(262_000);
+        assert_eq!(w.credit(), Ok(144));
+        w.on_update(200_000, 65536);
+        assert_eq!(w.credit(), Ok(65536 - 62_000));
+        w.on_update(262_000, 65536);
+        assert_eq!(w.credit(), Ok(65536));
+    }
+
+    #[test]
+    fn send_window_wraps_like_go() {
+        let mut w = SendWindow::new();
+        w.on_sent(u32::MAX as usize);
+        w.on_update(u32::MAX - 10, 65536);
+        w.on_sent(20); // written wraps to 19
+        assert_eq!(w.credit(), Ok(65536 - 30));
+        w.on_update(15, 65536); // consumed wrapped too
+        assert_eq!(w.credit(), Ok(65536 - 4));
+    }
+
+    #[test]
+    fn overconsumed_is_reported() {
+        let mut w = SendWindow::new();
+        w.on_sent(10);
+        w.on_update(11, 65536);
+        assert_eq!(
+            w.credit(),
+            Err(Overconsumed {
+                written: 10,
+                consumed: 11
+            })
+        );
+    }
+
+    #[test]
+    fn update_on_first_read_then_every_half_window() {
+        let mut r = RecvWindow::default();
+        assert!(r.on_read(100, 65536), "first read notifies");
+        assert!(!r.on_read(32000, 65536));
+        assert!(!r.on_read(667, 65536));
+        assert!(r.on_read(101, 65536), "incr reached 32768, half of 65536");
+        assert_eq!(r.consumed(), 32868);
+        assert!(!r.on_read(1, 65536));
+    }
+
+    #[test]
+    fn budget_pauses_at_zero() {
+        let mut b = ReceiveBudget::new(10);
+        b.spend(9);
+        assert!(!b.is_spent());
+        b.spend(5);
+        assert!(b.is_spent());
+        assert_eq!(b.tokens(), -4);
+        b.refund(4);
+        assert!(b.is_spent());
+        b.refund(1);
+        assert!(!b.is_spent());
+    }
+}

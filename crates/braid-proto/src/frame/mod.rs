@@ -1,0 +1,3 @@
+//! Wire-exact frame types with encoders and incremental decoders, one module per protocol.
+
+pub mod smux;

@@ -1,0 +1,94 @@
+//! # braid-proto: the sans-IO core of braid
+//!
+//! The smux v1/v2 protocol (xtaci/smux, byte-compatible with Go) as a plain state
+//! machine: bytes and time go in, bytes, events and the next deadline come out. It owns no
+//! socket, spawns nothing and never reads the clock, so it is deterministic and can be
+//! driven by tokio (the `braid` crate), by threads, or by any event loop.
+//!
+//! ## The run loop
+//!
+//! A driver repeats four steps: feed received bytes, send what the session wants to
+//! send, fire timers when due, and hand events to the application. Here two sessions are
+//! joined by in-memory "wires":
+//!
+//! ```
+//! use braid_proto::{Config, Event, Protocol, Session, Side};
+//! use bytes::{Bytes, BytesMut};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let config = Config::new(Protocol::SmuxV2);
+//! let mut client = Session::new(config.clone(), Side::Client, now);
+//! let mut server = Session::new(config, Side::Server, now);
+//!
+//! // Moves everything one session wants to send into the other's input.
+//! fn pump(from: &mut Session, to: &mut Session, now: Instant) {
+//!     let mut chunks: Vec<Bytes> = Vec::new();
+//!     while from.poll_transmit(now, &mut chunks, 64 * 1024) > 0 {}
+//!     let mut wire = BytesMut::new();
+//!     for c in chunks {
+//!         wire.extend_from_slice(&c); // a real driver writes the chunks to a socket
+//!     }
+//!     to.handle_input(now, &mut wire).unwrap();
+//! }
+//!
+//! // The application opens a stream and writes; the driver transmits.
+//! let id = client.open().unwrap();
+//! assert_eq!(id.0, 3); // client ids are 3, 5, 7, ... as in Go
+//! client.write(id, b"hello").unwrap();
+//! client.close_write(id); // half-close: FIN after the data
+//! pump(&mut client, &mut server, now);
+//!
+//! // The server's driver hands events to the application.
+//! assert_eq!(server.poll_event(), Some(Event::Incoming));
+//! let sid = server.accept().unwrap();
+//! assert_eq!(server.poll_event(), Some(Event::Readable(sid)));
+//! assert_eq!(server.poll_event(), Some(Event::Finished(sid)));
+//! let mut buf = [0u8; 16];
+//! let n = server.read(sid, &mut buf).unwrap();
+//! assert_eq!(&buf[..n], b"hello");
+//! assert_eq!(server.read(sid, &mut buf), Ok(0)); // end of stream
+//!
+//! // The half-closed client still reads the reply.
+//! server.write(sid, b"bye").unwrap();
+//! server.close_stream(sid);
+//! pump(&mut server, &mut client, now);
+//! assert_eq!(client.read(id, &mut buf), Ok(3));
+//! client.close_stream(id);
+//! pump(&mut client, &mut server, now);
+//! assert_eq!((client.num_streams(), server.num_streams()), (0, 0));
+//!
+//! // Timers: sleep until poll_timeout, then call handle_timeout.
+//! let deadline = client.poll_timeout().unwrap(); // the first keepalive NOP
+//! client.handle_timeout(deadline);
+//! let mut chunks = Vec::new();
+//! assert_eq!(client.poll_transmit(deadline, &mut chunks, 1024), 8); // one NOP frame
+//! ```
+//!
+//! A real driver also stops reading from the socket while
+//! [`Session::wants_read`] is false (the session receive budget is spent), and feeds the
+//! bytes it holds again once the application has read.
+//!
+//! ## Protocol facts
+//! See `docs/protocol.md` in the repository for the wire format, what Go does, and where
+//! braid deliberately differs.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+mod flow;
+pub mod frame;
+mod sched;
+mod session;
+mod stream;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Config, ConfigError, Protocol, Side};
+pub use error::{ConnectionError, OpenError, ReadError, WriteError};
+pub use flow::INITIAL_PEER_WINDOW;
+pub use session::{Event, Session};
+pub use stream::StreamId;

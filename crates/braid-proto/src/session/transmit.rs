@@ -1,0 +1,169 @@
+//! Output: frames to send, chosen by the fair scheduler (see [`crate::sched`]).
+
+use super::{Event, Session, State};
+use crate::frame::smux::{Cmd, Codec, HEADER_LEN, UPD_LEN};
+use crate::stream::{Fin, StreamId, StreamState};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::time::Instant;
+
+/// Payloads up to this size are copied next to their header, so that runs of small
+/// frames leave as one chunk; larger ones are handed out as they are, without a copy.
+const INLINE_PAYLOAD: usize = 512;
+
+/// Writes frames as chunks: headers and small payloads accumulate in the arena, large
+/// payloads go out by reference.
+struct Emitter<'a> {
+    codec: Codec,
+    arena: &'a mut BytesMut,
+    out: &'a mut Vec<Bytes>,
+    total: usize,
+}
+
+impl Emitter<'_> {
+    fn frame(&mut self, cmd: Cmd, stream_id: u32, payload: Option<Bytes>) {
+        let len = payload.as_ref().map_or(0, |p| p.len());
+        self.arena.reserve(HEADER_LEN + len.min(INLINE_PAYLOAD));
+        self.codec
+            .encode_header(cmd, len as u16, stream_id, &mut *self.arena);
+        self.total += HEADER_LEN + len;
+        if let Some(p) = payload {
+            if p.len() <= INLINE_PAYLOAD {
+                self.arena.put_slice(&p);
+            } else {
+                self.flush();
+                self.out.push(p);
+            }
+        }
+    }
+
+    fn upd(&mut self, stream_id: u32, consumed: u32, window: u32) {
+        self.arena.reserve(HEADER_LEN + UPD_LEN);
+        self.codec
+            .encode_header(Cmd::Upd, UPD_LEN as u16, stream_id, &mut *self.arena);
+        self.arena.put_u32_le(consumed);
+        self.arena.put_u32_le(window);
+        self.total += HEADER_LEN + UPD_LEN;
+    }
+
+    fn flush(&mut self) {
+        if !self.arena.is_empty() {
+            self.out.push(self.arena.split().freeze());
+        }
+    }
+}
+
+impl Session {
+    /// Appends the next frames to send to `out`, as chunks to write in order (ideally
+    /// with one vectored write), and returns their total length. Control frames come
+    /// first; data fills up to about `max_bytes` (one frame may exceed it). Returns 0
+    /// when there is nothing to send.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Bytes>, max_bytes: usize) -> usize {
+        let _ = now; // smux sends nothing time-stamped; yamux pings will use it.
+        if matches!(self.state, State::Closed(_)) {
+            return 0;
+        }
+        let mut em = Emitter {
+            codec: self.codec,
+            arena: &mut self.headers,
+            out,
+            total: 0,
+        };
+        if std::mem::take(&mut self.nop_due) {
+            em.frame(Cmd::Nop, 0, None);
+        }
+        let window = self.config.max_stream_buffer as u32;
+        // Released streams whose FIN goes out now are forgotten at the end.
+        let mut finished = Vec::new();
+        while let Some(id) = self.sched.pop_control() {
+            let Some(st) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            st.queued.control = false;
+            if std::mem::take(&mut st.syn_due) {
+                em.frame(Cmd::Syn, id, None);
+            }
+            if std::mem::take(&mut st.upd_due) {
+                em.upd(id, st.recv_window.consumed(), window);
+            }
+            if send_fin_if_ready(&mut em, st, id) {
+                finished.push(id);
+            }
+        }
+
+        let v2 = self.config.protocol == crate::Protocol::SmuxV2;
+        let max_frame = self.config.max_frame_size;
+        let mut framed = 0;
+        while em.total < max_bytes {
+            let Some(id) = self.sched.pop_data() else {
+                break;
+            };
+            let Some(st) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let credit = if v2 {
+                match st.send_window.credit() {
+                    Ok(c) => c,
+                    Err(o) => {
+                        // Go's ErrConsumed: this stream can no longer write.
+                        st.overconsumed = Some(o);
+                        if std::mem::take(&mut st.write_waiting) {
+                            self.events.push_back(Event::Writable(StreamId(id)));
+                        }
+                        0
+                    }
+                }
+            } else {
+                usize::MAX
+            };
+            let n = st.send.len().min(credit).min(max_frame);
+            if n == 0 {
+                // Out of data or credit: a write or an UPD queues it again.
+                st.queued.data = false;
+                continue;
+            }
+            let payload = st.send.split_to(n).freeze();
+            em.frame(Cmd::Psh, id, Some(payload));
+            st.send_window.on_sent(n);
+            framed += n;
+            if std::mem::take(&mut st.write_waiting) {
+                self.events.push_back(Event::Writable(StreamId(id)));
+            }
+            if !st.send.is_empty() && credit > n {
+                self.sched.requeue_data(id);
+            } else {
+                st.queued.data = false;
+            }
+            if send_fin_if_ready(&mut em, st, id) {
+                finished.push(id);
+            }
+        }
+        em.flush();
+        let total = em.total;
+
+        if framed > 0 {
+            self.send_buffered -= framed;
+            for id in std::mem::take(&mut self.send_waiters) {
+                if let Some(st) = self.streams.get_mut(&id) {
+                    if std::mem::take(&mut st.write_waiting) {
+                        self.events.push_back(Event::Writable(StreamId(id)));
+                    }
+                }
+            }
+        }
+        for id in finished {
+            self.forget_if_done(id);
+        }
+        self.finish_closing_if_done();
+        total
+    }
+}
+
+/// Sends the stream's FIN if it is due; returns true if the stream is now done with.
+fn send_fin_if_ready(em: &mut Emitter<'_>, st: &mut StreamState, id: u32) -> bool {
+    if !st.fin_ready() {
+        return false;
+    }
+    em.frame(Cmd::Fin, id, None);
+    st.fin = Fin::Sent;
+    st.released
+}
