@@ -110,6 +110,12 @@ pub struct ConfigError {
     pub allowed: String,
 }
 
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 const I32_MAX: usize = i32::MAX as usize;
 
 impl Config {

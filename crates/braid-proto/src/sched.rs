@@ -55,4 +55,9 @@ impl Scheduler {
     pub(crate) fn requeue_data(&mut self, id: u32) {
         self.data.push_back(id);
     }
+
+    /// True when no stream waits for a turn.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
 }

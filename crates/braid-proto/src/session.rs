@@ -157,6 +157,13 @@ impl Session {
         !self.is_closed() && !self.reading_paused()
     }
 
+    /// True when [`Session::poll_transmit`] may have frames to send (a keepalive, control
+    /// frames, or streams with data; data waiting for v2 credit can make this true while
+    /// nothing can be sent yet).
+    pub fn wants_transmit(&self) -> bool {
+        !self.is_closed() && (self.nop_due || !self.sched.is_idle())
+    }
+
     /// Bytes of received stream data not yet read by the application, all streams.
     pub fn buffered_recv(&self) -> usize {
         self.streams.values().map(|s| s.recv_len).sum()

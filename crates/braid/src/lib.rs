@@ -1,3 +1,68 @@
-//! braid: the tokio and blocking APIs over [`braid_proto`] (in progress).
+//! # braid: many streams over one connection
+//!
+//! braid multiplexes reliable, ordered byte streams over one connection (TCP, TLS, Unix
+//! socket, anything `AsyncRead + AsyncWrite`), speaking xtaci/smux v1 or v2 exactly as
+//! the Go library does, so it interoperates with kcptun, frp and every other smux user.
+//!
+//! A [`Session`] runs one connection; both sides may open [`Stream`]s. Streams are tokio
+//! `AsyncRead + AsyncWrite`; `shutdown()` half-closes. A blocking API for plain threads
+//! lives in [`blocking`].
+//!
+//! ## Server
+//!
+//! ```no_run
+//! use braid::{Config, Session, Side};
+//! # async fn serve() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let session = Session::from_tcp(tcp, Config::default(), Side::Server)?;
+//! while let Some(mut stream) = session.accept_stream().await {
+//!     tokio::spawn(async move {
+//!         let (mut r, mut w) = tokio::io::split(&mut stream);
+//!         let _ = tokio::io::copy(&mut r, &mut w).await; // echo
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Client
+//!
+//! ```no_run
+//! use braid::{Config, Session, Side};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! # async fn client() -> std::io::Result<()> {
+//! let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+//! let session = Session::from_tcp(tcp, Config::default(), Side::Client)?;
+//! let mut stream = session.open_stream().await?;
+//! stream.write_all(b"hello").await?;
+//! stream.shutdown().await?; // half-close: the reply still arrives
+//! let mut reply = Vec::new();
+//! stream.read_to_end(&mut reply).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Design
+//! The protocol is the sans-IO core [`braid_proto`]; this crate adds one driver task per
+//! session that owns the connection, and cheap handles that share the core behind a
+//! mutex. Data moves without per-stream channels: a write copies into the stream's send
+//! buffer, the driver hands frames to the socket in vectored writes, received payloads are
+//! split off the read buffer without copying and copied once into the reader's buffer.
+//! Timers use tokio's clock, so tests with a paused clock cover keepalives instantly.
 
-pub use braid_proto::{Config, Protocol, Side};
+#![warn(missing_docs)]
+
+pub mod blocking;
+mod driver;
+mod session;
+mod shared;
+mod stream;
+
+pub use braid_proto::{Config, ConfigError, ConnectionError, Protocol, Side};
+pub use driver::Driver;
+pub use session::Session;
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, Stream};
+
+/// Now, on tokio's clock (which tests may pause), as the core's `Instant`.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -259,3 +259,33 @@ fn upd_is_sent_on_first_read_with_the_configured_window() {
         [2, 4, 8, 0, 3, 0, 0, 0, 5, 0, 0, 0, 0, 0x20, 0, 0].to_vec()
     );
 }
+
+#[test]
+fn bogus_consumed_fails_the_streams_writes_like_gos_err_consumed() {
+    let mut p = Pair::new(Config::new(Protocol::SmuxV2));
+    let id = p.client.open().unwrap();
+    p.write_all(Client, id, b"0123456789");
+    p.drive();
+    // The peer claims 11 bytes consumed of the 10 sent.
+    let mut raw = bytes::BytesMut::new();
+    crate::frame::smux::Codec::new(crate::frame::smux::Version::V2).encode(
+        &crate::frame::smux::Frame::Upd {
+            stream_id: id.0,
+            consumed: 11,
+            window: 65536,
+        },
+        &mut raw,
+    );
+    p.client.handle_input(p.now, &mut raw).unwrap();
+    p.client.write(id, b"more").unwrap();
+    p.drive();
+    assert_eq!(
+        p.client.write(id, b"x"),
+        Err(crate::WriteError::Consumed {
+            stream: id,
+            written: 10,
+            consumed: 11
+        })
+    );
+    assert!(!p.client.is_closed(), "only the stream is affected");
+}

@@ -1,0 +1,1 @@
+//! Blocking API (in progress).

@@ -1,0 +1,278 @@
+//! The driver: the one task that owns the connection. It feeds received bytes to the core,
+//! writes the core's frames with vectored writes, fires its timers and wakes the handles.
+
+use crate::shared::{Inner, Wakeups};
+use braid_proto::ConnectionError;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 256 * 1024;
+/// Frames are taken from the core while fewer than this many bytes wait to be written.
+const TX_LOW_WATER: usize = 128 * 1024;
+/// How many bytes of frames the driver holds at most.
+const TX_HIGH_WATER: usize = 512 * 1024;
+/// Slices per vectored write.
+const MAX_IOVECS: usize = 64;
+/// Rounds of work per poll before yielding to other tasks.
+const ROUNDS_PER_POLL: usize = 32;
+
+/// The future that runs a session's connection. [`Session::client`](crate::Session::client)
+/// and [`Session::server`](crate::Session::server) spawn it on tokio; get it from
+/// [`Session::new`](crate::Session::new) to run it yourself.
+///
+/// It completes when the session has ended and the connection is shut down: `Ok(())`
+/// after a local close, otherwise the reason the session ended.
+#[must_use = "the session does nothing unless its driver is polled"]
+pub struct Driver<T> {
+    inner: Arc<Inner>,
+    io: T,
+    rbuf: BytesMut,
+    /// Frames waiting to be written, in order, and their total length.
+    txq: VecDeque<Bytes>,
+    txq_len: usize,
+    /// Scratch buffer for transports without vectored writes.
+    flat: Vec<u8>,
+    /// The transport reached end of file.
+    eof: bool,
+    /// Writing or reading failed: nothing more is written.
+    io_failed: bool,
+    needs_flush: bool,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<std::time::Instant>,
+    done: bool,
+}
+
+impl<T> Driver<T> {
+    pub(crate) fn new(inner: Arc<Inner>, io: T) -> Driver<T> {
+        Driver {
+            inner,
+            io,
+            rbuf: BytesMut::new(),
+            txq: VecDeque::new(),
+            txq_len: 0,
+            flat: Vec::new(),
+            eof: false,
+            io_failed: false,
+            needs_flush: false,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_at: None,
+            done: false,
+        }
+    }
+}
+
+/// What one locked round of the driver decided.
+struct Round {
+    want_read: bool,
+    closed: Option<ConnectionError>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+    /// Everything done under the lock: timers, input, taking frames, events.
+    fn locked_round(&mut self, cx: &Context<'_>) -> Round {
+        let now = crate::now();
+        let mut wake = Wakeups::default();
+        let round = {
+            let mut sh = self.inner.lock();
+            sh.register_driver(cx.waker());
+            if sh.core.poll_timeout().is_some_and(|t| t <= now) {
+                sh.core.handle_timeout(now);
+            }
+            if !self.rbuf.is_empty() {
+                let _ = sh.core.handle_input(now, &mut self.rbuf);
+            }
+            if self.eof && sh.core.wants_read() {
+                // Everything received has been taken in: the peer is gone.
+                sh.core
+                    .handle_transport_closed(ConnectionError::TransportClosed);
+            }
+            if self.txq_len < TX_LOW_WATER && !self.io_failed {
+                let mut chunks = Vec::new();
+                self.txq_len +=
+                    sh.core
+                        .poll_transmit(now, &mut chunks, TX_HIGH_WATER - self.txq_len);
+                self.txq.extend(chunks);
+            }
+            sh.dispatch_events(&mut wake);
+            Round {
+                want_read: sh.core.wants_read() && !self.eof && !self.io_failed,
+                closed: sh.close_reason(),
+                deadline: sh.core.poll_timeout(),
+            }
+        };
+        wake.wake_all();
+        round
+    }
+
+    fn fail_io(&mut self, err: ConnectionError) {
+        self.io_failed = true;
+        self.txq.clear();
+        self.txq_len = 0;
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.handle_transport_closed(err);
+            sh.dispatch_events(&mut wake);
+        }
+        wake.wake_all();
+    }
+
+    /// Writes queued frames. Returns true if any bytes were written.
+    fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.txq.is_empty() || self.io_failed {
+            return false;
+        }
+        let res = if self.io.is_write_vectored() {
+            let slices: Vec<IoSlice<'_>> = self
+                .txq
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            Pin::new(&mut self.io).poll_write_vectored(cx, &slices)
+        } else {
+            // Coalesce small frames so that e.g. a TLS stream gets whole records.
+            self.flat.clear();
+            for b in &self.txq {
+                if !self.flat.is_empty() && self.flat.len() + b.len() > 64 * 1024 {
+                    break;
+                }
+                self.flat.extend_from_slice(b);
+            }
+            Pin::new(&mut self.io).poll_write(cx, &self.flat)
+        };
+        match res {
+            Poll::Ready(Ok(0)) => {
+                self.fail_io(ConnectionError::transport(
+                    &std::io::ErrorKind::WriteZero.into(),
+                ));
+                true
+            }
+            Poll::Ready(Ok(mut n)) => {
+                self.txq_len -= n;
+                while n > 0 {
+                    let front = self.txq.front_mut().expect("wrote more than queued");
+                    if front.len() <= n {
+                        n -= front.len();
+                        self.txq.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+                self.needs_flush = true;
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                self.fail_io(ConnectionError::transport(&e));
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Reads from the transport into the receive buffer. Returns true on progress.
+    fn poll_read_input(&mut self, cx: &mut Context<'_>) -> bool {
+        self.rbuf.reserve(READ_CHUNK);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                true
+            }
+            Poll::Ready(Ok(_)) => true,
+            Poll::Ready(Err(e)) => {
+                self.fail_io(ConnectionError::transport(&e));
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn finish(&mut self, reason: &ConnectionError) -> Result<(), ConnectionError> {
+        self.done = true;
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.driver_done = true;
+            sh.wake_everyone(&mut wake);
+        }
+        wake.wake_all();
+        match reason {
+            ConnectionError::LocallyClosed => Ok(()),
+            other => Err(other.clone()),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
+    type Output = Result<(), ConnectionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        for _ in 0..ROUNDS_PER_POLL {
+            let round = this.locked_round(cx);
+            let mut progress = this.poll_write_frames(cx);
+            if this.txq.is_empty() && this.needs_flush && !this.io_failed {
+                match Pin::new(&mut this.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => this.needs_flush = false,
+                    Poll::Ready(Err(e)) => {
+                        this.fail_io(ConnectionError::transport(&e));
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if round.want_read {
+                progress |= this.poll_read_input(cx);
+            }
+            if let Some(reason) = round.closed {
+                // After a local close, flush what is queued (the FINs), then shut down.
+                let flushing = matches!(reason, ConnectionError::LocallyClosed)
+                    && !this.io_failed
+                    && (!this.txq.is_empty() || this.needs_flush);
+                if flushing {
+                    if progress {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                if !this.io_failed {
+                    if let Poll::Pending = Pin::new(&mut this.io).poll_shutdown(cx) {
+                        return Poll::Pending;
+                    }
+                }
+                return Poll::Ready(this.finish(&reason));
+            }
+            if let Some(at) = round.deadline {
+                if this.timer_at != Some(at) {
+                    this.timer_at = Some(at);
+                    this.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(at));
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    this.timer_at = None;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Plenty of work left: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

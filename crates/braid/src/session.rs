@@ -1,0 +1,273 @@
+//! `Session`: the cheap, cloneable handle applications open and accept streams with.
+
+use crate::driver::Driver;
+use crate::shared::{Inner, Wakeups};
+use crate::stream::Stream;
+use braid_proto::{Config, ConfigError, ConnectionError, Side};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// One multiplexed connection. Clone it freely: every clone is a handle to the same
+/// session. The connection itself is run by a driver task (see [`Driver`]).
+///
+/// When every `Session` handle and every [`Stream`] has been dropped, the session closes
+/// gracefully: buffered data and FINs are flushed, then the connection is shut down.
+///
+/// ```
+/// use braid::{Config, Session};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (a, b) = tokio::io::duplex(64 * 1024); // or a TcpStream, a TLS stream, ...
+/// let client = Session::client(a, Config::default())?;
+/// let server = Session::server(b, Config::default())?;
+///
+/// let mut stream = client.open_stream().await?;
+/// stream.write_all(b"ping").await?;
+///
+/// let mut incoming = server.accept_stream().await.expect("session open");
+/// let mut buf = [0u8; 4];
+/// incoming.read_exact(&mut buf).await?;
+/// assert_eq!(&buf, b"ping");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl Session {
+    /// Starts the dialing side of a session over `io` and spawns its driver on the current
+    /// tokio runtime. Fails only if `config` is invalid.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (use [`Session::new`] to run the driver yourself).
+    pub fn client<T>(io: T, config: Config) -> Result<Session, ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Session::spawn(io, config, Side::Client, None)
+    }
+
+    /// Starts the accepting side of a session over `io`; see [`Session::client`].
+    pub fn server<T>(io: T, config: Config) -> Result<Session, ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Session::spawn(io, config, Side::Server, None)
+    }
+
+    /// Starts a session over a TCP connection: sets `TCP_NODELAY` (frames are already
+    /// batched) and records the addresses for [`Session::local_addr`] and
+    /// [`Session::peer_addr`].
+    pub fn from_tcp(tcp: TcpStream, config: Config, side: Side) -> io::Result<Session> {
+        tcp.set_nodelay(true)?;
+        let addrs = (tcp.local_addr().ok(), tcp.peer_addr().ok());
+        Ok(Session::spawn(tcp, config, side, Some(addrs))?)
+    }
+
+    /// Creates a session and returns its driver instead of spawning it, for other
+    /// runtimes or for control over the task. Nothing happens until the driver is polled.
+    ///
+    /// ```
+    /// use braid::{Config, Session, Side};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (a, _b) = tokio::io::duplex(1024);
+    /// let (session, driver) = Session::new(a, Config::default(), Side::Client).unwrap();
+    /// let task = tokio::spawn(driver);
+    /// session.close().await;
+    /// assert!(task.await.unwrap().is_ok());
+    /// # }
+    /// ```
+    pub fn new<T>(io: T, config: Config, side: Side) -> Result<(Session, Driver<T>), ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        Session::with_addrs(io, config, side, None)
+    }
+
+    fn with_addrs<T>(
+        io: T,
+        config: Config,
+        side: Side,
+        addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
+    ) -> Result<(Session, Driver<T>), ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        config.validate()?;
+        let core = braid_proto::Session::new(config, side, crate::now());
+        let (local, peer) = addrs.unwrap_or((None, None));
+        let inner = Arc::new(Inner::new(core, local, peer));
+        let driver = Driver::new(inner.clone(), io);
+        Ok((Session { inner }, driver))
+    }
+
+    fn spawn<T>(
+        io: T,
+        config: Config,
+        side: Side,
+        addrs: Option<(Option<SocketAddr>, Option<SocketAddr>)>,
+    ) -> Result<Session, ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (session, driver) = Session::with_addrs(io, config, side, addrs)?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %e, "session driver ended");
+            }
+        });
+        Ok(session)
+    }
+
+    /// Opens a new stream. Its SYN is sent by the driver; data written right away follows
+    /// it. Fails when the session is closing or closed, or its stream ids are exhausted.
+    pub async fn open_stream(&self) -> io::Result<Stream> {
+        let mut wake = Wakeups::default();
+        let id = {
+            let mut sh = self.inner.lock();
+            let id = sh.core.open().map_err(open_error)?;
+            sh.stream_handles += 1;
+            sh.wake_driver(&mut wake);
+            id
+        };
+        wake.wake_all();
+        Ok(Stream::new(self.inner.clone(), id))
+    }
+
+    /// Waits for the next stream the peer opens. Returns `None` once the session has
+    /// ended (see [`Session::closed`] for why).
+    pub async fn accept_stream(&self) -> Option<Stream> {
+        poll_fn(|cx| {
+            let mut sh = self.inner.lock();
+            if let Some(id) = sh.core.accept() {
+                sh.stream_handles += 1;
+                // Accepting may unpause a session whose accept queue was full.
+                let mut wake = Wakeups::default();
+                sh.wake_driver(&mut wake);
+                drop(sh);
+                wake.wake_all();
+                return Poll::Ready(Some(Stream::new(self.inner.clone(), id)));
+            }
+            if sh.core.is_closed() || sh.driver_done {
+                return Poll::Ready(None);
+            }
+            sh.register_accept(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Closes the session gracefully: every stream is closed for writing, buffered data
+    /// and FINs are flushed (for at most `Config::close_timeout`), then the connection is
+    /// shut down. Returns when the driver has finished. Streams can still read what
+    /// already arrived.
+    pub async fn close(&self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.close(crate::now());
+            sh.dispatch_events(&mut wake);
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
+        poll_fn(|cx| {
+            let mut sh = self.inner.lock();
+            if sh.driver_done {
+                return Poll::Ready(());
+            }
+            sh.register_closed(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until the session has ended and the connection is shut down, and returns
+    /// why it ended.
+    pub async fn closed(&self) -> ConnectionError {
+        poll_fn(|cx| {
+            let mut sh = self.inner.lock();
+            if sh.driver_done {
+                let reason = sh.close_reason().unwrap_or(ConnectionError::LocallyClosed);
+                return Poll::Ready(reason);
+            }
+            sh.register_closed(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// True once the session has ended (streams may still hold data to read).
+    pub fn is_closed(&self) -> bool {
+        let sh = self.inner.lock();
+        sh.core.is_closed() || sh.driver_done
+    }
+
+    /// Streams the session still tracks: open, half-closed, waiting to be accepted, or
+    /// closed with a FIN still to send.
+    pub fn num_streams(&self) -> usize {
+        self.inner.lock().core.num_streams()
+    }
+
+    /// The transport's local address, when the session was made by
+    /// [`Session::from_tcp`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The transport's peer address, when the session was made by
+    /// [`Session::from_tcp`].
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+}
+
+impl Clone for Session {
+    fn clone(&self) -> Session {
+        self.inner.lock().session_handles += 1;
+        Session {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.session_handles -= 1;
+            sh.close_if_unused(&mut wake);
+        }
+        wake.wake_all();
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sh = self.inner.lock();
+        f.debug_struct("Session")
+            .field("side", &sh.core.side())
+            .field("streams", &sh.core.num_streams())
+            .field("closed", &sh.core.close_reason())
+            .finish()
+    }
+}
+
+fn open_error(e: braid_proto::OpenError) -> io::Error {
+    let kind = match &e {
+        braid_proto::OpenError::IdsExhausted => io::ErrorKind::AddrNotAvailable,
+        braid_proto::OpenError::Closing => io::ErrorKind::BrokenPipe,
+        braid_proto::OpenError::SessionClosed(c) => c.io_kind(),
+    };
+    io::Error::new(kind, e)
+}

@@ -1,0 +1,169 @@
+//! State shared by the driver task and the `Session`/`Stream` handles: the protocol core
+//! and the wakers of everyone waiting on it, behind one mutex.
+
+use braid_proto::{ConnectionError, Event};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+
+pub(crate) struct Inner {
+    shared: Mutex<Shared>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) peer_addr: Option<SocketAddr>,
+}
+
+#[derive(Default)]
+struct StreamWakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) core: braid_proto::Session,
+    streams: HashMap<u32, StreamWakers>,
+    accept: Vec<Waker>,
+    closed: Vec<Waker>,
+    driver: Option<Waker>,
+    /// Live `Session` handles and `Stream` handles: when both reach zero nobody can use
+    /// the session any more and it closes gracefully.
+    pub(crate) session_handles: usize,
+    pub(crate) stream_handles: usize,
+    /// The driver has finished: the connection is closed.
+    pub(crate) driver_done: bool,
+}
+
+/// Wakers collected under the lock and woken after it is released, so that a woken task
+/// does not immediately contend for the lock we still hold.
+#[derive(Default)]
+pub(crate) struct Wakeups(Vec<Waker>);
+
+impl Wakeups {
+    pub(crate) fn wake_all(self) {
+        for w in self.0 {
+            w.wake();
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        core: braid_proto::Session,
+        local_addr: Option<SocketAddr>,
+        peer_addr: Option<SocketAddr>,
+    ) -> Inner {
+        Inner {
+            shared: Mutex::new(Shared {
+                core,
+                streams: HashMap::new(),
+                accept: Vec::new(),
+                closed: Vec::new(),
+                driver: None,
+                session_handles: 1,
+                stream_handles: 0,
+                driver_done: false,
+            }),
+            local_addr,
+            peer_addr,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves the core in a consistent state (every
+        // core method finishes its update before returning), so poisoning is ignored.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    pub(crate) fn register_driver(&mut self, waker: &Waker) {
+        match &self.driver {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.driver = Some(waker.clone()),
+        }
+    }
+
+    pub(crate) fn wake_driver(&mut self, out: &mut Wakeups) {
+        if let Some(w) = self.driver.take() {
+            out.0.push(w);
+        }
+    }
+
+    pub(crate) fn register_read(&mut self, id: u32, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id).or_default().read, waker);
+    }
+
+    pub(crate) fn register_write(&mut self, id: u32, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id).or_default().write, waker);
+    }
+
+    pub(crate) fn register_accept(&mut self, waker: &Waker) {
+        if !self.accept.iter().any(|w| w.will_wake(waker)) {
+            self.accept.push(waker.clone());
+        }
+    }
+
+    pub(crate) fn register_closed(&mut self, waker: &Waker) {
+        if !self.closed.iter().any(|w| w.will_wake(waker)) {
+            self.closed.push(waker.clone());
+        }
+    }
+
+    pub(crate) fn forget_stream(&mut self, id: u32) {
+        self.streams.remove(&id);
+    }
+
+    /// Turns the core's events into wakeups.
+    pub(crate) fn dispatch_events(&mut self, out: &mut Wakeups) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Incoming => out.0.append(&mut self.accept),
+                Event::Readable(id) | Event::Finished(id) => {
+                    if let Some(w) = self.streams.get_mut(&id.0).and_then(|s| s.read.take()) {
+                        out.0.push(w);
+                    }
+                }
+                Event::Writable(id) => {
+                    if let Some(w) = self.streams.get_mut(&id.0).and_then(|s| s.write.take()) {
+                        out.0.push(w);
+                    }
+                }
+                Event::Closed(reason) => {
+                    tracing::debug!(%reason, "session ended");
+                    self.wake_everyone(out);
+                }
+            }
+        }
+    }
+
+    /// Wakes every waiting task: the session ended or the driver stopped.
+    pub(crate) fn wake_everyone(&mut self, out: &mut Wakeups) {
+        out.0.append(&mut self.accept);
+        out.0.append(&mut self.closed);
+        for s in self.streams.values_mut() {
+            out.0.extend(s.read.take());
+            out.0.extend(s.write.take());
+        }
+    }
+
+    /// The reason the session ended, once it has.
+    pub(crate) fn close_reason(&self) -> Option<ConnectionError> {
+        self.core.close_reason().cloned()
+    }
+
+    /// Starts a graceful close when no handle can use the session any more.
+    pub(crate) fn close_if_unused(&mut self, out: &mut Wakeups) {
+        if self.session_handles == 0 && self.stream_handles == 0 {
+            self.core.close(crate::now());
+            self.dispatch_events(out);
+            self.wake_driver(out);
+        }
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}

@@ -1,0 +1,273 @@
+//! `Stream`: one multiplexed byte stream, a tokio `AsyncRead + AsyncWrite`.
+
+use crate::shared::{Inner, Wakeups};
+use braid_proto::{ReadError, StreamId, WriteError};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The stream's registration with the session; dropping the last reference closes it.
+struct StreamRef {
+    inner: Arc<Inner>,
+    id: StreamId,
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            // FIN after the data already written; unread data is released to the budget.
+            sh.core.close_stream(self.id);
+            sh.forget_stream(self.id.0);
+            sh.stream_handles -= 1;
+            sh.wake_driver(&mut wake);
+            sh.close_if_unused(&mut wake);
+        }
+        wake.wake_all();
+    }
+}
+
+impl StreamRef {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut wake = Wakeups::default();
+        let res = {
+            let mut sh = self.inner.lock();
+            let paused = !sh.core.wants_read();
+            let mut filled = 0;
+            let res = loop {
+                if buf.remaining() == 0 {
+                    break Poll::Ready(Ok(()));
+                }
+                match sh.core.read_chunk(self.id, buf.remaining()) {
+                    Ok(Some(chunk)) => {
+                        filled += chunk.len();
+                        buf.put_slice(&chunk);
+                    }
+                    Ok(None) => break Poll::Ready(Ok(())), // end of stream
+                    Err(_) if filled > 0 => break Poll::Ready(Ok(())),
+                    Err(ReadError::Blocked) => {
+                        sh.register_read(self.id.0, cx.waker());
+                        break Poll::Pending;
+                    }
+                    Err(e) => break Poll::Ready(Err(e.into())),
+                }
+            };
+            // Reading returned budget or made an UPD due: the driver has work.
+            if filled > 0 && ((paused && sh.core.wants_read()) || sh.core.wants_transmit()) {
+                sh.wake_driver(&mut wake);
+            }
+            res
+        };
+        wake.wake_all();
+        res
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut wake = Wakeups::default();
+        let res = {
+            let mut sh = self.inner.lock();
+            match sh.core.write(self.id, data) {
+                Ok(n) => {
+                    sh.wake_driver(&mut wake);
+                    Poll::Ready(Ok(n))
+                }
+                Err(WriteError::Blocked) => {
+                    sh.register_write(self.id.0, cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(e.into())),
+            }
+        };
+        wake.wake_all();
+        res
+    }
+
+    fn shutdown_write(&self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.close_write(self.id);
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
+    }
+}
+
+/// A multiplexed stream: reliable, ordered bytes in both directions, independent of the
+/// session's other streams.
+///
+/// - `AsyncWrite::poll_shutdown` (`shutdown().await`) is a half-close: a FIN follows the
+///   data written so far, and reading goes on until the peer's FIN (EOF).
+/// - Writes are buffered by the session (`Config::stream_send_buffer`); `flush` returns at
+///   once. Data written before a close or a drop is always sent before the FIN.
+/// - Dropping the stream closes it: FIN after the written data, unread data discarded.
+/// - Errors: a session that ended gives the kind of its reason (keepalive timeout:
+///   `TimedOut`; protocol violation: `InvalidData`; connection lost: `ConnectionAborted`
+///   or the transport's own error; closed locally: `BrokenPipe`); writing after
+///   `shutdown` gives `BrokenPipe`.
+pub struct Stream {
+    stream: Arc<StreamRef>,
+}
+
+impl Stream {
+    pub(crate) fn new(inner: Arc<Inner>, id: StreamId) -> Stream {
+        Stream {
+            stream: Arc::new(StreamRef { inner, id }),
+        }
+    }
+
+    /// The stream's id on the wire (client-opened odd from 3, server-opened even from 2).
+    pub fn id(&self) -> u32 {
+        self.stream.id.0
+    }
+
+    /// Splits the stream into halves that can be used from different tasks. Dropping the
+    /// write half half-closes the stream (FIN); the stream closes when both are dropped.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf {
+                stream: self.stream.clone(),
+            },
+            OwnedWriteHalf {
+                stream: self.stream,
+            },
+        )
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("id", &self.id()).finish()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.shutdown_write();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The reading half of a [`Stream`], from [`Stream::into_split`].
+pub struct OwnedReadHalf {
+    stream: Arc<StreamRef>,
+}
+
+/// The writing half of a [`Stream`], from [`Stream::into_split`]. Dropping it half-closes
+/// the stream.
+pub struct OwnedWriteHalf {
+    stream: Arc<StreamRef>,
+}
+
+impl OwnedReadHalf {
+    /// The stream's id.
+    pub fn id(&self) -> u32 {
+        self.stream.id.0
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The stream's id.
+    pub fn id(&self) -> u32 {
+        self.stream.id.0
+    }
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        self.stream.shutdown_write();
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.shutdown_write();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "futures-io")]
+mod futures_impls {
+    //! futures-io traits, for runtimes other than tokio (the driver still needs one that
+    //! can run a tokio timer).
+    use super::*;
+
+    impl futures_io::AsyncRead for Stream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut rb = ReadBuf::new(buf);
+            self.stream
+                .poll_read(cx, &mut rb)
+                .map_ok(|()| rb.filled().len())
+        }
+    }
+
+    impl futures_io::AsyncWrite for Stream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.stream.poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.stream.shutdown_write();
+            Poll::Ready(Ok(()))
+        }
+    }
+}
