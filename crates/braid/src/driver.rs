@@ -249,7 +249,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                     return Poll::Pending;
                 }
                 if !this.io_failed {
-                    if let Poll::Pending = Pin::new(&mut this.io).poll_shutdown(cx) {
+                    if Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
                         return Poll::Pending;
                     }
                 }
