@@ -248,10 +248,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                     }
                     return Poll::Pending;
                 }
-                if !this.io_failed {
-                    if Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
-                        return Poll::Pending;
-                    }
+                if !this.io_failed && Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
+                    return Poll::Pending;
                 }
                 return Poll::Ready(this.finish(&reason));
             }
