@@ -117,6 +117,8 @@ impl From<ConfigError> for std::io::Error {
 }
 
 const I32_MAX: usize = i32::MAX as usize;
+/// Durations are added to `Instant`s; this bound keeps that from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
     /// Go's defaults with `protocol` set.
@@ -143,6 +145,13 @@ impl Config {
                 value: format!("{value:?}"),
                 allowed: allowed.into(),
             })
+        }
+        for (field, value) in [
+            ("keep_alive_interval", self.keep_alive_interval),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("close_timeout", self.close_timeout),
+        ] {
+            check(value <= MAX_DURATION, field, value, "<= 365 days")?;
         }
         if !self.keep_alive_disabled {
             check(
@@ -234,6 +243,11 @@ mod tests {
             (|c| c.max_stream_buffer = 0, "max_stream_buffer"),
             (|c| c.max_stream_buffer = 8 << 20, "max_stream_buffer"),
             (|c| c.accept_backlog = 0, "accept_backlog"),
+            (|c| c.close_timeout = Duration::MAX, "close_timeout"),
+            (
+                |c| c.keep_alive_timeout = Duration::MAX,
+                "keep_alive_timeout",
+            ),
             (|c| c.stream_send_buffer = 0, "stream_send_buffer"),
             (|c| c.max_send_buffer = 1, "max_send_buffer"),
         ];

@@ -78,6 +78,8 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Arena that frame headers (and small payloads) are written into.
     headers: BytesMut,
+    /// Set by [`Session::close`].
+    close_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -114,6 +116,7 @@ impl Session {
             keep_alive,
             events: VecDeque::new(),
             headers: BytesMut::new(),
+            close_deadline: None,
             config,
         }
     }
@@ -139,6 +142,12 @@ impl Session {
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed(_))
+    }
+
+    /// When a graceful close started by [`Session::close`] gives up flushing; kept after
+    /// the session has ended, so that a driver can bound its own final flush by it.
+    pub fn close_deadline(&self) -> Option<Instant> {
+        self.close_deadline
     }
 
     /// Why the session ended, once it has.
@@ -386,12 +395,19 @@ impl Session {
     /// ignored. The stream is forgotten once its FIN is sent.
     pub fn close_stream(&mut self, id: StreamId) {
         self.close_write(id);
+        let closed = self.is_closed();
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
         st.released = true;
         let dropped = st.discard_recv();
         self.budget.refund(dropped);
+        if closed {
+            // No FIN will ever be sent: nothing is left to do for this stream.
+            self.send_buffered -= st.send.len();
+            self.streams.remove(&id.0);
+            return;
+        }
         self.forget_if_done(id.0);
     }
 
@@ -403,9 +419,9 @@ impl Session {
         if !matches!(self.state, State::Open) {
             return;
         }
-        self.state = State::Closing {
-            deadline: now + self.config.close_timeout,
-        };
+        let deadline = now + self.config.close_timeout;
+        self.close_deadline = Some(deadline);
+        self.state = State::Closing { deadline };
         // Streams nobody accepted are closed too; they stay until their FIN is out.
         for id in std::mem::take(&mut self.accept_queue) {
             if let Some(st) = self.streams.get_mut(&id) {

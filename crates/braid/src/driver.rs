@@ -74,6 +74,7 @@ struct Round {
     want_read: bool,
     closed: Option<ConnectionError>,
     deadline: Option<std::time::Instant>,
+    close_deadline: Option<std::time::Instant>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -107,6 +108,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 want_read: sh.core.wants_read() && !self.eof && !self.io_failed,
                 closed: sh.close_reason(),
                 deadline: sh.core.poll_timeout(),
+                close_deadline: sh.core.close_deadline(),
             }
         };
         wake.wake_all();
@@ -197,6 +199,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// Arms the timer for `at`; true if it has fired.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, at: std::time::Instant) -> bool {
+        if self.timer_at != Some(at) {
+            self.timer_at = Some(at);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(at));
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            return true;
+        }
+        false
+    }
+
     fn finish(&mut self, reason: &ConnectionError) -> Result<(), ConnectionError> {
         self.done = true;
         let mut wake = Wakeups::default();
@@ -238,32 +255,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                 progress |= this.poll_read_input(cx);
             }
             if let Some(reason) = round.closed {
-                // After a local close, flush what is queued (the FINs), then shut down.
+                // After a local close, flush what is queued (the FINs), then shut down;
+                // a peer that stops reading cannot hold us past the close deadline.
                 let flushing = matches!(reason, ConnectionError::LocallyClosed)
                     && !this.io_failed
                     && (!this.txq.is_empty() || this.needs_flush);
-                if flushing {
-                    if progress {
+                let expired = round.close_deadline.is_some_and(|d| crate::now() >= d);
+                if flushing && !expired {
+                    if progress || round.close_deadline.is_some_and(|d| this.poll_timer(cx, d)) {
                         continue;
                     }
                     return Poll::Pending;
                 }
-                if !this.io_failed && Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
+                if !this.io_failed
+                    && !expired
+                    && Pin::new(&mut this.io).poll_shutdown(cx).is_pending()
+                {
                     return Poll::Pending;
                 }
                 return Poll::Ready(this.finish(&reason));
             }
-            if let Some(at) = round.deadline {
-                if this.timer_at != Some(at) {
-                    this.timer_at = Some(at);
-                    this.timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::from_std(at));
-                }
-                if this.timer.as_mut().poll(cx).is_ready() {
-                    this.timer_at = None;
-                    progress = true;
-                }
+            if round.deadline.is_some_and(|at| this.poll_timer(cx, at)) {
+                progress = true;
             }
             if !progress {
                 return Poll::Pending;

@@ -4,6 +4,7 @@ use super::{Event, Session, State};
 use crate::frame::smux::{Cmd, Codec, HEADER_LEN, UPD_LEN};
 use crate::stream::{Fin, StreamId, StreamState};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Payloads up to this size are copied next to their header, so that runs of small
@@ -72,6 +73,11 @@ impl Session {
             em.frame(Cmd::Nop, 0, None);
         }
         let window = self.config.max_stream_buffer as u32;
+        let data_limits = DataLimits {
+            v2: self.config.protocol == crate::Protocol::SmuxV2,
+            max_frame: self.config.max_frame_size,
+        };
+        let mut framed = 0;
         // Released streams whose FIN goes out now are forgotten at the end.
         let mut finished = Vec::new();
         while let Some(id) = self.sched.pop_control() {
@@ -81,6 +87,12 @@ impl Session {
             st.queued.control = false;
             if std::mem::take(&mut st.syn_due) {
                 em.frame(Cmd::Syn, id, None);
+                // The SYN takes the stream's first data frame along, so that a burst of
+                // opens goes out as SYN, data, SYN, data... as Go sends it. Otherwise
+                // all SYNs would overtake all data, and a peer whose acceptor waits for
+                // each stream's first bytes could fill its accept backlog with streams
+                // whose data is still behind the other SYNs.
+                framed += send_data_frame(&mut em, st, id, &data_limits, &mut self.events).0;
             }
             if std::mem::take(&mut st.upd_due) {
                 em.upd(id, st.recv_window.consumed(), window);
@@ -90,9 +102,6 @@ impl Session {
             }
         }
 
-        let v2 = self.config.protocol == crate::Protocol::SmuxV2;
-        let max_frame = self.config.max_frame_size;
-        let mut framed = 0;
         while em.total < max_bytes {
             let Some(id) = self.sched.pop_data() else {
                 break;
@@ -100,37 +109,12 @@ impl Session {
             let Some(st) = self.streams.get_mut(&id) else {
                 continue;
             };
-            let credit = if v2 {
-                match st.send_window.credit() {
-                    Ok(c) => c,
-                    Err(o) => {
-                        // Go's ErrConsumed: this stream can no longer write.
-                        st.overconsumed = Some(o);
-                        if std::mem::take(&mut st.write_waiting) {
-                            self.events.push_back(Event::Writable(StreamId(id)));
-                        }
-                        0
-                    }
-                }
-            } else {
-                usize::MAX
-            };
-            let n = st.send.len().min(credit).min(max_frame);
-            if n == 0 {
-                // Out of data or credit: a write or an UPD queues it again.
-                st.queued.data = false;
-                continue;
-            }
-            let payload = st.send.split_to(n).freeze();
-            em.frame(Cmd::Psh, id, Some(payload));
-            st.send_window.on_sent(n);
+            let (n, more) = send_data_frame(&mut em, st, id, &data_limits, &mut self.events);
             framed += n;
-            if std::mem::take(&mut st.write_waiting) {
-                self.events.push_back(Event::Writable(StreamId(id)));
-            }
-            if !st.send.is_empty() && credit > n {
+            if more {
                 self.sched.requeue_data(id);
             } else {
+                // Out of data or credit: a write or an UPD queues it again.
                 st.queued.data = false;
             }
             if send_fin_if_ready(&mut em, st, id) {
@@ -156,6 +140,48 @@ impl Session {
         self.finish_closing_if_done();
         total
     }
+}
+
+struct DataLimits {
+    v2: bool,
+    max_frame: usize,
+}
+
+/// Sends one data frame of the stream, as large as its data, its credit (v2) and the
+/// frame size allow. Returns the payload length and whether the stream could send more.
+fn send_data_frame(
+    em: &mut Emitter<'_>,
+    st: &mut StreamState,
+    id: u32,
+    limits: &DataLimits,
+    events: &mut VecDeque<Event>,
+) -> (usize, bool) {
+    let credit = if limits.v2 {
+        match st.send_window.credit() {
+            Ok(c) => c,
+            Err(o) => {
+                // Go's ErrConsumed: this stream can no longer write.
+                st.overconsumed = Some(o);
+                if std::mem::take(&mut st.write_waiting) {
+                    events.push_back(Event::Writable(StreamId(id)));
+                }
+                0
+            }
+        }
+    } else {
+        usize::MAX
+    };
+    let n = st.send.len().min(credit).min(limits.max_frame);
+    if n == 0 {
+        return (0, false);
+    }
+    let payload = st.send.split_to(n).freeze();
+    em.frame(Cmd::Psh, id, Some(payload));
+    st.send_window.on_sent(n);
+    if std::mem::take(&mut st.write_waiting) {
+        events.push_back(Event::Writable(StreamId(id)));
+    }
+    (n, !st.send.is_empty() && credit > n)
 }
 
 /// Sends the stream's FIN if it is due; returns true if the stream is now done with.

@@ -419,3 +419,44 @@ fn session_send_buffer_bounds_all_streams_together() {
     assert!(p.client_events.contains(&Event::Writable(ids[2])));
     assert!(p.client_events.contains(&Event::Writable(ids[3])));
 }
+
+/// A burst of opens leaves as SYN, data, FIN per stream, in open order (as Go sends it),
+/// not as all SYNs first: a peer whose acceptor reads each stream's first bytes before
+/// accepting the next must not find them behind a full accept backlog.
+#[test]
+fn burst_of_opens_keeps_each_streams_first_data_with_its_syn() {
+    let mut p = Pair::new(Config::default());
+    let mut ids = Vec::new();
+    for i in 0..2000u32 {
+        let id = p.client.open().unwrap();
+        p.client.write(id, &[i as u8]).unwrap();
+        p.client.close_stream(id);
+        ids.push(id);
+    }
+    let mut chunks = Vec::new();
+    while p.client.poll_transmit(p.now, &mut chunks, 1 << 20) > 0 {}
+    let wire: Vec<u8> = chunks.concat();
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let len = u16::from_le_bytes([wire[at + 2], wire[at + 3]]) as usize;
+        let sid = u32::from_le_bytes(wire[at + 4..at + 8].try_into().unwrap());
+        frames.push((wire[at + 1], sid));
+        at += 8 + len;
+    }
+    let want: Vec<(u8, u32)> = ids
+        .iter()
+        .flat_map(|id| [(0, id.0), (2, id.0), (1, id.0)])
+        .collect();
+    assert_eq!(frames, want);
+    // And a one-at-a-time acceptor gets through all 2000 with a backlog of 1024.
+    let mut wire = bytes::BytesMut::from(&wire[..]);
+    for i in 0..2000u32 {
+        let _ = p.server.handle_input(p.now, &mut wire);
+        let id = p.server.accept().expect("stream waiting");
+        let mut b = [0u8; 1];
+        assert_eq!(p.server.read(id, &mut b), Ok(1));
+        assert_eq!(b[0], i as u8);
+        p.server.close_stream(id);
+    }
+}

@@ -1,0 +1,233 @@
+//! The blocking `Stream` handle.
+
+use super::shared::{deadline_after, Inner, State, StreamSlot, StreamWaiters};
+use braid_proto::{ReadError, StreamId, WriteError};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The stream's registration with the session; dropping the last clone closes it.
+struct StreamRef {
+    inner: Arc<Inner>,
+    id: StreamId,
+    waiters: Arc<StreamWaiters>,
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        // FIN after the data already written; unread data is released to the budget.
+        st.core.close_stream(self.id);
+        st.streams.remove(&self.id.0);
+        st.stream_handles -= 1;
+        self.inner.kick(&mut st);
+        self.inner.close_if_unused(&mut st);
+    }
+}
+
+impl StreamRef {
+    fn slot<'a>(&self, st: &'a mut State) -> &'a mut StreamSlot {
+        st.streams
+            .get_mut(&self.id.0)
+            .expect("a live stream handle is registered")
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.inner.lock();
+        let deadline = deadline_after(self.slot(&mut st).read_timeout);
+        loop {
+            match st.core.read(self.id, buf) {
+                Ok(n) => {
+                    // Reading returned budget or made an UPD due.
+                    self.inner.kick(&mut st);
+                    return Ok(n);
+                }
+                Err(ReadError::Blocked) => {
+                    st = self.inner.wait(
+                        &self.waiters.read,
+                        st,
+                        deadline,
+                        "stream read timed out",
+                    )?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn write(&self, data: &[u8]) -> io::Result<usize> {
+        let mut st = self.inner.lock();
+        let deadline = deadline_after(self.slot(&mut st).write_timeout);
+        loop {
+            match st.core.write(self.id, data) {
+                Ok(n) => {
+                    self.inner.kick(&mut st);
+                    return Ok(n);
+                }
+                Err(WriteError::Blocked) => {
+                    st = self.inner.wait(
+                        &self.waiters.write,
+                        st,
+                        deadline,
+                        "stream write timed out",
+                    )?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A multiplexed stream: reliable, ordered bytes in both directions, independent of the
+/// session's other streams. It implements [`Read`] and [`Write`] (also through `&Stream`,
+/// so that clones or references can read and write from different threads).
+///
+/// - Reads block until data arrives; `Ok(0)` is end of stream (the peer's FIN, after all
+///   its data).
+/// - Writes block while the stream's send buffer (`Config::stream_send_buffer`) or the
+///   session's (`Config::max_send_buffer`) is full, and may take only part of the data,
+///   as `TcpStream` writes may; use `write_all`. [`Write::flush`] returns at once: data
+///   written before a half-close, a drop or a session close is always sent before the
+///   FIN.
+/// - [`Stream::shutdown_write`] is a half-close: a FIN follows the data written so far,
+///   and reading goes on until the peer's FIN.
+/// - Dropping the last clone closes the stream: FIN after the written data, unread data
+///   discarded.
+/// - Timeouts ([`Stream::set_read_timeout`], [`Stream::set_write_timeout`]) work as
+///   `TcpStream`'s and are shared by all clones; a call that times out fails with
+///   [`io::ErrorKind::TimedOut`] and can be retried.
+/// - Errors: a session that ended gives the kind of its reason (keepalive timeout:
+///   `TimedOut`; protocol violation: `InvalidData`; connection lost: `ConnectionAborted`
+///   or the transport's own error; closed locally: `BrokenPipe`); writing after
+///   `shutdown_write` gives `BrokenPipe`. Data that arrived before the session ended is
+///   still read first.
+pub struct Stream {
+    stream: Arc<StreamRef>,
+}
+
+impl Stream {
+    /// Records a new stream handle with the session.
+    pub(super) fn register(st: &mut State, id: StreamId) -> Arc<StreamWaiters> {
+        let waiters = Arc::new(StreamWaiters::default());
+        st.streams.insert(
+            id.0,
+            StreamSlot {
+                waiters: waiters.clone(),
+                read_timeout: None,
+                write_timeout: None,
+            },
+        );
+        waiters
+    }
+
+    pub(super) fn new(inner: Arc<Inner>, id: StreamId, waiters: Arc<StreamWaiters>) -> Stream {
+        Stream {
+            stream: Arc::new(StreamRef { inner, id, waiters }),
+        }
+    }
+
+    /// The stream's id on the wire (client-opened odd from 3, server-opened even from 2).
+    pub fn id(&self) -> u32 {
+        self.stream.id.0
+    }
+
+    /// Another handle to the same stream, e.g. to read in one thread and write in
+    /// another. The stream closes when the last clone is dropped. Never fails; returns a
+    /// `Result` like `TcpStream::try_clone`.
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(Stream {
+            stream: self.stream.clone(),
+        })
+    }
+
+    /// Half-closes the stream: no more writes, a FIN follows the data already written.
+    /// Reading goes on until the peer's FIN. Idempotent.
+    pub fn shutdown_write(&self) {
+        let mut st = self.stream.inner.lock();
+        st.core.close_write(self.stream.id);
+        self.stream.inner.kick(&mut st);
+    }
+
+    /// Sets how long a read waits for data before failing with
+    /// [`io::ErrorKind::TimedOut`]; `None` (the default) waits forever. A zero duration is
+    /// refused with [`io::ErrorKind::InvalidInput`], as by `TcpStream`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        let mut st = self.stream.inner.lock();
+        self.stream.slot(&mut st).read_timeout = timeout;
+        Ok(())
+    }
+
+    /// Sets how long a write waits for room before failing with
+    /// [`io::ErrorKind::TimedOut`]; `None` (the default) waits forever. A zero duration is
+    /// refused with [`io::ErrorKind::InvalidInput`].
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        let mut st = self.stream.inner.lock();
+        self.stream.slot(&mut st).write_timeout = timeout;
+        Ok(())
+    }
+
+    /// The read timeout (see [`Stream::set_read_timeout`]).
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        let mut st = self.stream.inner.lock();
+        Ok(self.stream.slot(&mut st).read_timeout)
+    }
+
+    /// The write timeout (see [`Stream::set_write_timeout`]).
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        let mut st = self.stream.inner.lock();
+        Ok(self.stream.slot(&mut st).write_timeout)
+    }
+}
+
+fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("id", &self.id()).finish()
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
