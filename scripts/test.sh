@@ -40,3 +40,5 @@ fi
 
 echo "== cargo test (all crates, unit, integration and doc tests)"
 cargo test --workspace --quiet
+echo "== cargo test, optional features"
+cargo test -p braid --features futures-io --test futures_io --quiet

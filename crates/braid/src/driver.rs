@@ -38,6 +38,8 @@ pub struct Driver<T> {
     /// Frames waiting to be written, in order, and their total length.
     txq: VecDeque<Bytes>,
     txq_len: usize,
+    /// Reused buffer that the core's frames are taken into.
+    chunks: Vec<Bytes>,
     /// Scratch buffer for transports without vectored writes.
     flat: Vec<u8>,
     /// The transport reached end of file.
@@ -58,6 +60,7 @@ impl<T> Driver<T> {
             rbuf: BytesMut::new(),
             txq: VecDeque::new(),
             txq_len: 0,
+            chunks: Vec::new(),
             flat: Vec::new(),
             eof: false,
             io_failed: false,
@@ -97,11 +100,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     .handle_transport_closed(ConnectionError::TransportClosed);
             }
             if self.txq_len < TX_LOW_WATER && !self.io_failed {
-                let mut chunks = Vec::new();
                 self.txq_len +=
                     sh.core
-                        .poll_transmit(now, &mut chunks, TX_HIGH_WATER - self.txq_len);
-                self.txq.extend(chunks);
+                        .poll_transmit(now, &mut self.chunks, TX_HIGH_WATER - self.txq_len);
+                self.txq.extend(self.chunks.drain(..));
             }
             sh.dispatch_events(&mut wake);
             Round {
@@ -134,13 +136,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return false;
         }
         let res = if self.io.is_write_vectored() {
-            let slices: Vec<IoSlice<'_>> = self
-                .txq
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            Pin::new(&mut self.io).poll_write_vectored(cx, &slices)
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut k = 0;
+            for (slot, b) in slices.iter_mut().zip(&self.txq) {
+                *slot = IoSlice::new(b);
+                k += 1;
+            }
+            Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
         } else {
             // Coalesce small frames so that e.g. a TLS stream gets whole records.
             self.flat.clear();

@@ -76,6 +76,7 @@ impl Session {
         let data_limits = DataLimits {
             v2: self.config.protocol == crate::Protocol::SmuxV2,
             max_frame: self.config.max_frame_size,
+            wake_below: self.config.stream_send_buffer / 2,
         };
         let mut framed = 0;
         // Released streams whose FIN goes out now are forgotten at the end.
@@ -124,8 +125,8 @@ impl Session {
         em.flush();
         let total = em.total;
 
-        if framed > 0 {
-            self.send_buffered -= framed;
+        self.send_buffered -= framed;
+        if framed > 0 && self.send_buffered <= self.config.max_send_buffer / 2 {
             for id in std::mem::take(&mut self.send_waiters) {
                 if let Some(st) = self.streams.get_mut(&id) {
                     if std::mem::take(&mut st.write_waiting) {
@@ -145,6 +146,9 @@ impl Session {
 struct DataLimits {
     v2: bool,
     max_frame: usize,
+    /// A blocked writer is woken once its send buffer is down to this, not at every
+    /// frame: fewer wakeups, and each wakeup has room for a large write.
+    wake_below: usize,
 }
 
 /// Sends one data frame of the stream, as large as its data, its credit (v2) and the
@@ -178,7 +182,8 @@ fn send_data_frame(
     let payload = st.send.split_to(n).freeze();
     em.frame(Cmd::Psh, id, Some(payload));
     st.send_window.on_sent(n);
-    if std::mem::take(&mut st.write_waiting) {
+    if st.write_waiting && st.send.len() <= limits.wake_below {
+        st.write_waiting = false;
         events.push_back(Event::Writable(StreamId(id)));
     }
     (n, !st.send.is_empty() && credit > n)
