@@ -21,20 +21,24 @@ pub enum Protocol {
     SmuxV1,
     /// xtaci/smux version 2: per-stream windows via UPD frames.
     SmuxV2,
+    /// hashicorp/yamux: per-stream windows, RST, ping, GoAway.
+    Yamux,
 }
 
 impl Protocol {
-    /// The smux version byte.
-    pub fn smux_version(self) -> Version {
+    /// The smux version byte, for the smux protocols.
+    pub fn smux_version(self) -> Option<Version> {
         match self {
-            Protocol::SmuxV1 => Version::V1,
-            Protocol::SmuxV2 => Version::V2,
+            Protocol::SmuxV1 => Some(Version::V1),
+            Protocol::SmuxV2 => Some(Version::V2),
+            Protocol::Yamux => None,
         }
     }
 }
 
-/// Session settings. `Config::default()` matches Go smux's `DefaultConfig()`; fields that
-/// Go does not have are braid's send-side bounds.
+/// Session settings. `Config::new(protocol)` starts from the Go library's own defaults for
+/// that protocol (`Config::default()` is smux v1's); fields Go does not have are braid's
+/// bounds. Set `protocol` through `Config::new`, so that the defaults follow it.
 ///
 /// ```
 /// use braid_proto::{Config, Protocol};
@@ -55,21 +59,34 @@ pub struct Config {
     pub protocol: Protocol,
     /// Send no NOPs and never time out. Default: false.
     pub keep_alive_disabled: bool,
-    /// How often a NOP is sent. Default: 10 s.
+    /// How often a keepalive is sent (smux NOP, yamux Ping). Default: smux 10 s, yamux 30 s.
     pub keep_alive_interval: Duration,
-    /// The session ends when nothing was received for this long (checked every timeout,
-    /// so detection takes timeout..2 x timeout, as in Go). Default: 30 s.
+    /// smux: the session ends when nothing was received for this long (checked every
+    /// timeout, so detection takes timeout..2 x timeout, as in Go); default 30 s.
+    /// yamux: the session ends when a keepalive ping is not answered within this long
+    /// (Go's `ConnectionWriteTimeout`); default 10 s.
     pub keep_alive_timeout: Duration,
-    /// Largest payload per data frame, 1..=65535. Default: 32768.
+    /// Largest payload per data frame we send: smux 1..=65535 (default 32768), yamux
+    /// 1..=16 MiB (default 64 KiB; Go sends one frame per write, up to the window).
     pub max_frame_size: usize,
     /// Session-wide receive budget in bytes: reading from the connection pauses while
     /// this much received data waits to be read by the application. Default: 4 MiB.
     pub max_receive_buffer: usize,
-    /// smux v2 per-stream window announced to the peer. Default: 65536.
+    /// Per-stream receive window announced to the peer: smux v2 (default 65536) and
+    /// yamux (`MaxStreamWindowSize`, at least 256 KiB, default 256 KiB).
     pub max_stream_buffer: usize,
-    /// Inbound streams waiting for `accept`; reading pauses while the queue is full.
-    /// Default: 1024, as Go.
+    /// Inbound streams waiting for `accept`. smux: reading pauses while the queue is full
+    /// (default 1024, as Go). yamux: further SYNs are refused with RST (default 256).
     pub accept_backlog: usize,
+    /// yamux: outbound streams whose SYN the peer has not acknowledged yet; `open`
+    /// refuses more (Go blocks `OpenStream`). Default 256.
+    pub max_unacked_opens: usize,
+    /// yamux: an outbound stream the peer has not acknowledged in this time is reset and
+    /// its calls fail with `TimedOut` (Go closes the whole session). Default 75 s.
+    pub stream_open_timeout: Duration,
+    /// yamux: after our FIN, the peer's FIN must arrive within this time, or the stream
+    /// is reset. Default 5 min.
+    pub stream_close_timeout: Duration,
     /// Bytes one stream may have waiting to be framed before its writes block.
     /// Default: 256 KiB.
     pub stream_send_buffer: usize,
@@ -91,6 +108,9 @@ impl Default for Config {
             max_receive_buffer: 4 * 1024 * 1024,
             max_stream_buffer: 65536,
             accept_backlog: 1024,
+            max_unacked_opens: 256,
+            stream_open_timeout: Duration::from_secs(75),
+            stream_close_timeout: Duration::from_secs(300),
             stream_send_buffer: 256 * 1024,
             max_send_buffer: 4 * 1024 * 1024,
             close_timeout: Duration::from_secs(10),
@@ -117,15 +137,31 @@ impl From<ConfigError> for std::io::Error {
 }
 
 const I32_MAX: usize = i32::MAX as usize;
+/// Largest yamux data frame braid sends.
+const MAX_YAMUX_FRAME: usize = 16 * 1024 * 1024;
 /// Durations are added to `Instant`s; this bound keeps that from overflowing.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
     /// Go's defaults with `protocol` set.
     pub fn new(protocol: Protocol) -> Config {
-        Config {
-            protocol,
-            ..Config::default()
+        match protocol {
+            Protocol::SmuxV1 | Protocol::SmuxV2 => Config {
+                protocol,
+                ..Config::default()
+            },
+            // hashicorp/yamux DefaultConfig(); the receive budget is a safety net above
+            // the per-stream windows rather than a working limit.
+            Protocol::Yamux => Config {
+                protocol,
+                keep_alive_interval: Duration::from_secs(30),
+                keep_alive_timeout: Duration::from_secs(10),
+                max_frame_size: 64 * 1024,
+                max_receive_buffer: 64 * 1024 * 1024,
+                max_stream_buffer: 256 * 1024,
+                accept_backlog: 256,
+                ..Config::default()
+            },
         }
     }
 
@@ -153,6 +189,7 @@ impl Config {
         ] {
             check(value <= MAX_DURATION, field, value, "<= 365 days")?;
         }
+        let yamux = self.protocol == Protocol::Yamux;
         if !self.keep_alive_disabled {
             check(
                 !self.keep_alive_interval.is_zero(),
@@ -160,19 +197,54 @@ impl Config {
                 self.keep_alive_interval,
                 "> 0 (or keep_alive_disabled)",
             )?;
-            check(
-                self.keep_alive_timeout >= self.keep_alive_interval,
-                "keep_alive_timeout",
-                self.keep_alive_timeout,
-                format!(">= keep_alive_interval ({:?})", self.keep_alive_interval),
-            )?;
+            if yamux {
+                check(
+                    !self.keep_alive_timeout.is_zero(),
+                    "keep_alive_timeout",
+                    self.keep_alive_timeout,
+                    "> 0",
+                )?;
+            } else {
+                check(
+                    self.keep_alive_timeout >= self.keep_alive_interval,
+                    "keep_alive_timeout",
+                    self.keep_alive_timeout,
+                    format!(">= keep_alive_interval ({:?})", self.keep_alive_interval),
+                )?;
+            }
         }
+        let max_frame = if yamux { MAX_YAMUX_FRAME } else { MAX_PAYLOAD };
         check(
-            (1..=MAX_PAYLOAD).contains(&self.max_frame_size),
+            (1..=max_frame).contains(&self.max_frame_size),
             "max_frame_size",
             self.max_frame_size,
-            "1..=65535",
+            format!("1..={max_frame}"),
         )?;
+        if yamux {
+            check(
+                (256 * 1024..=I32_MAX).contains(&self.max_stream_buffer),
+                "max_stream_buffer",
+                self.max_stream_buffer,
+                "262144..=2147483647 (yamux windows start at 256 KiB)",
+            )?;
+            check(
+                self.max_unacked_opens >= 1,
+                "max_unacked_opens",
+                self.max_unacked_opens,
+                ">= 1",
+            )?;
+            for (field, value) in [
+                ("stream_open_timeout", self.stream_open_timeout),
+                ("stream_close_timeout", self.stream_close_timeout),
+            ] {
+                check(
+                    !value.is_zero() && value <= MAX_DURATION,
+                    field,
+                    value,
+                    "> 0 and <= 365 days",
+                )?;
+            }
+        }
         check(
             (1..=I32_MAX).contains(&self.max_receive_buffer),
             "max_receive_buffer",
@@ -180,7 +252,8 @@ impl Config {
             "1..=2147483647",
         )?;
         check(
-            (1..=self.max_receive_buffer).contains(&self.max_stream_buffer),
+            (1..=self.max_receive_buffer).contains(&self.max_stream_buffer)
+                || (yamux && self.max_stream_buffer <= I32_MAX),
             "max_stream_buffer",
             self.max_stream_buffer,
             format!("1..=max_receive_buffer ({})", self.max_receive_buffer),
@@ -222,6 +295,24 @@ mod tests {
         assert_eq!(c.max_stream_buffer, 65536);
         assert_eq!(c.accept_backlog, 1024);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn yamux_defaults_are_gos() {
+        let c = Config::new(Protocol::Yamux);
+        assert_eq!(c.accept_backlog, 256);
+        assert_eq!(c.keep_alive_interval, Duration::from_secs(30));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_stream_buffer, 256 * 1024);
+        assert_eq!(c.stream_open_timeout, Duration::from_secs(75));
+        assert_eq!(c.stream_close_timeout, Duration::from_secs(300));
+        c.validate().unwrap();
+        let mut small = c.clone();
+        small.max_stream_buffer = 65536;
+        assert_eq!(small.validate().unwrap_err().field, "max_stream_buffer");
+        let mut big = c;
+        big.max_frame_size = 1 << 20;
+        big.validate().unwrap();
     }
 
     #[test]

@@ -2,17 +2,62 @@
 //! network ([`ConnectionError::KeepAliveTimeout`], [`ConnectionError::Transport`]) or the
 //! local application ([`ConnectionError::LocallyClosed`], [`WriteError::Closed`]).
 
-use crate::frame::smux::FrameError;
+use crate::frame::{smux, yamux};
 use crate::StreamId;
 use std::io;
 use std::time::Duration;
+
+/// What the peer did that the protocol forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolViolation {
+    /// An invalid smux frame.
+    #[error(transparent)]
+    Smux(#[from] smux::FrameError),
+    /// An invalid yamux frame.
+    #[error(transparent)]
+    Yamux(#[from] yamux::FrameError),
+    /// More data than the stream's window allowed (yamux `ErrRecvWindowExceeded`).
+    #[error(
+        "peer sent {length} bytes on stream {stream_id} with only {window} bytes of window left"
+    )]
+    WindowExceeded {
+        /// The stream.
+        stream_id: u32,
+        /// The data frame's length.
+        length: usize,
+        /// The window that was left.
+        window: u32,
+    },
+    /// A window update that overflows the 32-bit window.
+    #[error(
+        "peer's window update of {delta} on stream {stream_id} overflows its window of {window}"
+    )]
+    WindowOverflow {
+        /// The stream.
+        stream_id: u32,
+        /// The window before the update.
+        window: u32,
+        /// The announced delta.
+        delta: u32,
+    },
+    /// A SYN for a stream that is already open (yamux `ErrDuplicateStream`).
+    #[error("peer opened stream {0}, which is already open")]
+    DuplicateStream(u32),
+    /// A FIN on a stream the peer had already finished (yamux `ErrUnexpectedFlag`).
+    #[error("peer sent a second FIN on stream {0}")]
+    DuplicateFin(u32),
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
     /// The peer sent bytes that are not valid for this protocol.
     #[error("protocol violation by the peer: {0}")]
-    Protocol(#[from] FrameError),
+    Protocol(ProtocolViolation),
+    /// The peer ended the session with a yamux GoAway carrying an error code
+    /// (1 protocol error, 2 internal error, or another value).
+    #[error("peer went away with error code {0}")]
+    GoAway(u32),
     /// Nothing arrived from the peer for a whole keepalive timeout.
     #[error("keepalive timeout: nothing received from the peer for {0:?}")]
     KeepAliveTimeout(Duration),
@@ -32,6 +77,24 @@ pub enum ConnectionError {
     },
 }
 
+impl From<ProtocolViolation> for ConnectionError {
+    fn from(e: ProtocolViolation) -> ConnectionError {
+        ConnectionError::Protocol(e)
+    }
+}
+
+impl From<smux::FrameError> for ConnectionError {
+    fn from(e: smux::FrameError) -> ConnectionError {
+        ConnectionError::Protocol(e.into())
+    }
+}
+
+impl From<yamux::FrameError> for ConnectionError {
+    fn from(e: yamux::FrameError) -> ConnectionError {
+        ConnectionError::Protocol(e.into())
+    }
+}
+
 impl ConnectionError {
     /// Records a transport I/O error.
     pub fn transport(err: &io::Error) -> ConnectionError {
@@ -46,6 +109,7 @@ impl ConnectionError {
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
             ConnectionError::Protocol(_) => io::ErrorKind::InvalidData,
+            ConnectionError::GoAway(_) => io::ErrorKind::ConnectionReset,
             ConnectionError::KeepAliveTimeout(_) => io::ErrorKind::TimedOut,
             ConnectionError::LocallyClosed => io::ErrorKind::BrokenPipe,
             ConnectionError::TransportClosed => io::ErrorKind::ConnectionAborted,
@@ -70,6 +134,13 @@ pub enum OpenError {
     /// The session is closing after [`Session::close`](crate::Session::close).
     #[error("session is closing")]
     Closing,
+    /// yamux: `max_unacked_opens` of our streams wait for the peer's ACK; retry after
+    /// [`Event::Openable`](crate::Event::Openable).
+    #[error("too many streams wait for the peer to acknowledge them")]
+    Blocked,
+    /// yamux: the peer sent GoAway(0) and accepts no new streams; existing ones go on.
+    #[error("the peer accepts no new streams (it sent GoAway)")]
+    RemoteGoAway,
     /// The session has ended.
     #[error("session ended: {0}")]
     SessionClosed(ConnectionError),
@@ -87,6 +158,9 @@ pub enum WriteError {
     /// No such stream (never opened, or already released).
     #[error("unknown stream {0}")]
     UnknownStream(StreamId),
+    /// The stream was reset.
+    #[error("stream {0} was reset: {1}")]
+    Reset(StreamId, ResetReason),
     /// The peer acknowledged more bytes than were sent (smux v2 `ErrConsumed`); the
     /// stream can no longer write.
     #[error(
@@ -114,10 +188,26 @@ pub enum ReadError {
     /// No such stream (never opened, or already released).
     #[error("unknown stream {0}")]
     UnknownStream(StreamId),
+    /// The stream was reset; data not yet read is lost.
+    #[error("stream {0} was reset: {1}")]
+    Reset(StreamId, ResetReason),
     /// The session ended before the peer finished the stream; everything received before
     /// was delivered.
     #[error("session ended: {0}")]
     SessionClosed(ConnectionError),
+}
+
+impl From<OpenError> for io::Error {
+    fn from(e: OpenError) -> io::Error {
+        let kind = match &e {
+            OpenError::IdsExhausted => io::ErrorKind::AddrNotAvailable,
+            OpenError::Closing => io::ErrorKind::BrokenPipe,
+            OpenError::Blocked => io::ErrorKind::WouldBlock,
+            OpenError::RemoteGoAway => io::ErrorKind::ConnectionRefused,
+            OpenError::SessionClosed(c) => c.io_kind(),
+        };
+        io::Error::new(kind, e)
+    }
 }
 
 impl From<WriteError> for io::Error {
@@ -125,6 +215,7 @@ impl From<WriteError> for io::Error {
         let kind = match &e {
             WriteError::Blocked => io::ErrorKind::WouldBlock,
             WriteError::Closed(_) => io::ErrorKind::BrokenPipe,
+            WriteError::Reset(_, r) => r.io_kind(),
             WriteError::UnknownStream(_) => io::ErrorKind::NotConnected,
             WriteError::Consumed { .. } => io::ErrorKind::InvalidData,
             WriteError::SessionClosed(c) => c.io_kind(),
@@ -138,8 +229,36 @@ impl From<ReadError> for io::Error {
         let kind = match &e {
             ReadError::Blocked => io::ErrorKind::WouldBlock,
             ReadError::UnknownStream(_) => io::ErrorKind::NotConnected,
+            ReadError::Reset(_, r) => r.io_kind(),
             ReadError::SessionClosed(c) => c.io_kind(),
         };
         io::Error::new(kind, e)
+    }
+}
+
+/// Why a stream was reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResetReason {
+    /// The peer sent RST.
+    #[error("reset by the peer")]
+    ByPeer,
+    /// The local application reset it.
+    #[error("reset locally")]
+    Locally,
+    /// The peer did not acknowledge the stream within `stream_open_timeout`.
+    #[error("the peer did not acknowledge the stream in time")]
+    OpenTimeout,
+    /// The peer did not finish the stream within `stream_close_timeout` after our FIN.
+    #[error("the peer did not finish the stream in time")]
+    CloseTimeout,
+}
+
+impl ResetReason {
+    /// The [`io::ErrorKind`] reads and writes of the stream report.
+    pub fn io_kind(self) -> io::ErrorKind {
+        match self {
+            ResetReason::ByPeer | ResetReason::Locally => io::ErrorKind::ConnectionReset,
+            ResetReason::OpenTimeout | ResetReason::CloseTimeout => io::ErrorKind::TimedOut,
+        }
     }
 }

@@ -118,6 +118,60 @@ impl RecvWindow {
     }
 }
 
+/// yamux's initial window in each direction, whatever the configuration: a larger
+/// window is announced by the delta on SYN/ACK.
+pub const YAMUX_INITIAL_WINDOW: u32 = 256 * 1024;
+
+/// Receive side of a yamux stream (Go's `recvWindow` and `sendWindowUpdate`).
+#[derive(Debug, Clone)]
+pub(crate) struct YamuxRecvWindow {
+    /// Bytes the peer may still send before our next update.
+    window: u32,
+}
+
+impl YamuxRecvWindow {
+    pub(crate) fn new() -> YamuxRecvWindow {
+        YamuxRecvWindow {
+            window: YAMUX_INITIAL_WINDOW,
+        }
+    }
+
+    /// Accounts for a received data frame; false if it overruns the window (Go's
+    /// `ErrRecvWindowExceeded`).
+    pub(crate) fn on_data(&mut self, n: usize) -> bool {
+        match u32::try_from(n)
+            .ok()
+            .and_then(|n| self.window.checked_sub(n))
+        {
+            Some(w) => {
+                self.window = w;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes the peer may still send.
+    pub(crate) fn remaining(&self) -> u32 {
+        self.window
+    }
+
+    /// The delta Go would announce now: `(max - buffered) - window`.
+    pub(crate) fn delta(&self, max: usize, buffered: usize) -> u32 {
+        (max.saturating_sub(buffered) as u64).saturating_sub(self.window as u64) as u32
+    }
+
+    /// Whether an update is worth sending after a read: at least half the window.
+    pub(crate) fn update_due(&self, max: usize, buffered: usize) -> bool {
+        self.delta(max, buffered) as usize >= max / 2
+    }
+
+    /// Records that `delta` was announced.
+    pub(crate) fn on_update_sent(&mut self, delta: u32) {
+        self.window = self.window.saturating_add(delta);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +222,19 @@ mod tests {
         assert!(r.on_read(101, 65536), "incr reached 32768, half of 65536");
         assert_eq!(r.consumed(), 32868);
         assert!(!r.on_read(1, 65536));
+    }
+
+    #[test]
+    fn yamux_window_update_as_go_computes_it() {
+        let max = 256 * 1024;
+        let mut w = YamuxRecvWindow::new();
+        assert!(w.on_data(200 * 1024));
+        // The application read 131072 of the 204800 bytes: 73728 still buffered.
+        assert!(w.update_due(max, 73728));
+        assert_eq!(w.delta(max, 73728), 131072); // what Go sent in the golden capture
+        w.on_update_sent(131072);
+        assert!(!w.update_due(max, 73728));
+        assert!(!w.on_data(300 * 1024), "overrun");
     }
 
     #[test]

@@ -88,7 +88,9 @@ mod stream;
 mod tests;
 
 pub use config::{Config, ConfigError, Protocol, Side};
-pub use error::{ConnectionError, OpenError, ReadError, WriteError};
-pub use flow::INITIAL_PEER_WINDOW;
+pub use error::{
+    ConnectionError, OpenError, ProtocolViolation, ReadError, ResetReason, WriteError,
+};
+pub use flow::{INITIAL_PEER_WINDOW, YAMUX_INITIAL_WINDOW};
 pub use session::{Event, Session};
 pub use stream::StreamId;

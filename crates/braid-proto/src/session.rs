@@ -3,19 +3,24 @@
 //! Methods come in four groups, as in quinn-proto: getters; `handle_*` inputs (bytes from
 //! the connection, time); commands from the application (open, accept, read, write,
 //! close); and `poll_*` outputs (bytes to send, events, the next deadline).
+//!
+//! One state machine serves smux and yamux: streams, buffers, half-close, the scheduler
+//! and the budget are shared; the protocols differ in their frames (recv.rs and
+//! transmit.rs translate) and their flow control (see [`crate::stream::SendFlow`]).
 
 mod recv;
+mod timers;
 mod transmit;
 
-use crate::config::{Config, Protocol, Side};
-use crate::error::{ConnectionError, OpenError, ReadError, WriteError};
+use crate::config::{Config, Side};
+use crate::error::{ConnectionError, OpenError, ReadError, ResetReason, WriteError};
 use crate::flow::ReceiveBudget;
-use crate::frame::smux::Codec;
+use crate::frame::{smux, yamux};
 use crate::sched::Scheduler;
 use crate::stream::{Fin, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Something the application or its driver should react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,21 @@ pub enum Event {
     Writable(StreamId),
     /// The peer sent FIN: reads return end of stream once the buffered data is read.
     Finished(StreamId),
+    /// The stream was reset (by the peer's RST or a stream timeout): its reads and writes
+    /// now fail.
+    Reset(StreamId),
+    /// yamux: the peer acknowledged streams; an `open` refused with
+    /// [`OpenError::Blocked`] can be retried.
+    Openable,
+    /// yamux: the reply to [`Session::ping`] number `id` arrived after `rtt`.
+    Pong {
+        /// The value `ping` returned.
+        id: u32,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// yamux: the peer sent GoAway(0): it accepts no new streams; existing ones go on.
+    GoAway,
     /// The session ended; every stream's pending and later calls fail (after buffered
     /// data has been read). Raised once.
     Closed(ConnectionError),
@@ -43,13 +63,11 @@ enum State {
     Closed(ConnectionError),
 }
 
-/// Keepalive timers, started with the session as Go starts its tickers.
-#[derive(Debug)]
-struct KeepAlive {
-    next_ping: Instant,
-    next_check: Instant,
-    /// A frame was read since the last check (Go's `dataReady`).
-    data_ready: bool,
+/// The frame format in use.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Smux(smux::Codec),
+    Yamux(yamux::Codec),
 }
 
 /// One side of a multiplexed connection, without I/O. See the [crate docs](crate) for the
@@ -58,13 +76,13 @@ struct KeepAlive {
 pub struct Session {
     config: Config,
     side: Side,
-    codec: Codec,
+    wire: Wire,
     state: State,
+    /// The latest time given to an input; timers armed by commands start from it.
+    now: Instant,
     streams: HashMap<u32, StreamState>,
-    /// The last id this side used (Go's `nextStreamID`): 1 for a client, 0 for a server,
-    /// and `open` adds 2 before use.
-    last_id: u32,
-    ids_exhausted: bool,
+    /// The id the next `open` uses; None once the ids are exhausted.
+    next_id: Option<u32>,
     accept_queue: VecDeque<u32>,
     accept_waiting: bool,
     budget: ReceiveBudget,
@@ -73,14 +91,41 @@ pub struct Session {
     /// Streams whose writes were refused because `max_send_buffer` was reached.
     send_waiters: Vec<u32>,
     sched: Scheduler,
-    nop_due: bool,
-    keep_alive: Option<KeepAlive>,
+    keep_alive: Option<timers::KeepAlive>,
+    /// Per-stream deadlines (yamux open and close timeouts), checked lazily.
+    stream_timers: BinaryHeap<timers::StreamTimer>,
     events: VecDeque<Event>,
     /// Arena that frame headers (and small payloads) are written into.
     headers: BytesMut,
-    /// Set by [`Session::close`].
+    /// Set by [`Session::close`], or when the session fails with a frame still to send.
     close_deadline: Option<Instant>,
+
+    // yamux only.
+    /// Our outbound streams whose SYN is not acknowledged yet.
+    unacked: usize,
+    /// An `open` was refused for `unacked`: raise `Openable` when it drops.
+    open_waiting: bool,
+    /// We sent (or will send) GoAway(0): inbound SYNs get RST.
+    local_go_away: bool,
+    /// The peer sent GoAway(0): `open` fails.
+    remote_go_away: bool,
+    /// A GoAway to send, with its code.
+    go_away_due: Option<u32>,
+    /// RSTs for streams we refused and do not keep.
+    refused: VecDeque<u32>,
+    /// Our pings awaiting a reply: (value, when sent). The keepalive's is among them.
+    pings: VecDeque<(u32, Instant)>,
+    next_ping_value: u32,
+    /// Pings to send, and replies owed to the peer.
+    pings_due: VecDeque<u32>,
+    pongs_due: VecDeque<u32>,
 }
+
+/// Replies owed and refusals queued are bounded: a peer that floods pings or SYNs while
+/// not reading our answers loses the excess instead of growing our memory.
+const MAX_QUEUED_REPLIES: usize = 1024;
+/// Outstanding [`Session::ping`]s.
+const MAX_PINGS: usize = 64;
 
 impl Session {
     /// A new session. `config` must be valid (see [`Config::validate`]).
@@ -91,32 +136,44 @@ impl Session {
         if let Err(e) = config.validate() {
             panic!("{e}");
         }
-        let keep_alive = (!config.keep_alive_disabled).then(|| KeepAlive {
-            next_ping: now + config.keep_alive_interval,
-            next_check: now + config.keep_alive_timeout,
-            data_ready: false,
-        });
+        let wire = match config.protocol.smux_version() {
+            Some(v) => Wire::Smux(smux::Codec::new(v)),
+            None => Wire::Yamux(yamux::Codec::new(config.max_stream_buffer as u32)),
+        };
+        let first_id = match (wire, side) {
+            // Go smux adds 2 to 1 (client) or 0 (server) before the first use.
+            (Wire::Smux(_), Side::Client) => 3,
+            (Wire::Yamux(_), Side::Client) => 1,
+            (_, Side::Server) => 2,
+        };
         Session {
-            codec: Codec::new(config.protocol.smux_version()),
+            keep_alive: timers::KeepAlive::new(&config, now),
+            wire,
             side,
             state: State::Open,
+            now,
             streams: HashMap::new(),
-            last_id: match side {
-                Side::Client => 1,
-                Side::Server => 0,
-            },
-            ids_exhausted: false,
+            next_id: Some(first_id),
             accept_queue: VecDeque::new(),
             accept_waiting: true,
             budget: ReceiveBudget::new(config.max_receive_buffer),
             send_buffered: 0,
             send_waiters: Vec::new(),
             sched: Scheduler::default(),
-            nop_due: false,
-            keep_alive,
+            stream_timers: BinaryHeap::new(),
             events: VecDeque::new(),
             headers: BytesMut::new(),
             close_deadline: None,
+            unacked: 0,
+            open_waiting: false,
+            local_go_away: false,
+            remote_go_away: false,
+            go_away_due: None,
+            refused: VecDeque::new(),
+            pings: VecDeque::new(),
+            next_ping_value: 0,
+            pings_due: VecDeque::new(),
+            pongs_due: VecDeque::new(),
             config,
         }
     }
@@ -134,7 +191,7 @@ impl Session {
     }
 
     /// Streams the session still tracks: open, half-closed, waiting to be accepted, or
-    /// released but with data or a FIN still to send.
+    /// released but with data, a FIN or (yamux) the peer's FIN still outstanding.
     pub fn num_streams(&self) -> usize {
         self.streams.len()
     }
@@ -144,8 +201,9 @@ impl Session {
         matches!(self.state, State::Closed(_))
     }
 
-    /// When a graceful close started by [`Session::close`] gives up flushing; kept after
-    /// the session has ended, so that a driver can bound its own final flush by it.
+    /// When a graceful close gives up flushing; kept after the session has ended, so that
+    /// a driver can bound its own final flush by it. Also set when the session fails with
+    /// a frame still to send (yamux GoAway after a protocol violation).
     pub fn close_deadline(&self) -> Option<Instant> {
         self.close_deadline
     }
@@ -159,18 +217,25 @@ impl Session {
     }
 
     /// False while the session must not read more frames: the receive budget is spent
-    /// (the application has `max_receive_buffer` bytes unread), the accept queue is full,
-    /// or the session has ended. Bytes already given to [`Session::handle_input`] stay in
-    /// the caller's buffer meanwhile; feed them again once this turns true.
+    /// (the application has `max_receive_buffer` bytes unread), the smux accept queue is
+    /// full, or the session has ended. Bytes already given to [`Session::handle_input`]
+    /// stay in the caller's buffer meanwhile; feed them again once this turns true.
     pub fn wants_read(&self) -> bool {
         !self.is_closed() && !self.reading_paused()
     }
 
-    /// True when [`Session::poll_transmit`] may have frames to send (a keepalive, control
-    /// frames, or streams with data; data waiting for v2 credit can make this true while
-    /// nothing can be sent yet).
+    /// True when [`Session::poll_transmit`] may have frames to send (data waiting for
+    /// flow-control credit can make this true while nothing can be sent yet).
     pub fn wants_transmit(&self) -> bool {
-        !self.is_closed() && (self.nop_due || !self.sched.is_idle())
+        if self.is_closed() {
+            return self.go_away_due.is_some();
+        }
+        !self.sched.is_idle()
+            || self.keep_alive.as_ref().is_some_and(|k| k.nop_due)
+            || self.go_away_due.is_some()
+            || !self.refused.is_empty()
+            || !self.pings_due.is_empty()
+            || !self.pongs_due.is_empty()
     }
 
     /// Bytes of received stream data not yet read by the application, all streams.
@@ -188,52 +253,18 @@ impl Session {
         self.streams.get(&id.0).is_some_and(|s| !s.released)
     }
 
-    fn reading_paused(&self) -> bool {
-        self.budget.is_spent() || self.accept_queue.len() >= self.config.accept_backlog
+    fn is_yamux(&self) -> bool {
+        matches!(self.wire, Wire::Yamux(_))
     }
 
-    fn is_v2(&self) -> bool {
-        self.config.protocol == Protocol::SmuxV2
+    fn reading_paused(&self) -> bool {
+        // yamux refuses SYNs beyond the backlog with RST; smux can only stop reading.
+        self.budget.is_spent()
+            || (!self.is_yamux() && self.accept_queue.len() >= self.config.accept_backlog)
     }
 
     fn closed_error(&self) -> Option<ConnectionError> {
         self.close_reason().cloned()
-    }
-
-    // ---- inputs: see recv.rs for handle_input ----
-
-    /// Advances timers to `now`: sends keepalives, ends the session on keepalive or
-    /// close timeout. Call it when [`Session::poll_timeout`] has passed (calling it
-    /// earlier or more often is harmless).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.is_closed() {
-            return;
-        }
-        if let State::Closing { deadline } = self.state {
-            if now >= deadline {
-                self.fail(ConnectionError::LocallyClosed);
-                return;
-            }
-        }
-        let paused = self.reading_paused();
-        let interval = self.config.keep_alive_interval;
-        let timeout = self.config.keep_alive_timeout;
-        let Some(ka) = self.keep_alive.as_mut() else {
-            return;
-        };
-        if now >= ka.next_ping {
-            self.nop_due = true;
-            ka.next_ping = now + interval;
-        }
-        if now >= ka.next_check {
-            // Go never times out while reading is paused on purpose.
-            if !ka.data_ready && !paused {
-                self.fail(ConnectionError::KeepAliveTimeout(timeout));
-                return;
-            }
-            ka.data_ready = false;
-            ka.next_check = now + timeout;
-        }
     }
 
     /// Records that the transport failed or reached end of file. The session ends with
@@ -254,28 +285,46 @@ impl Session {
             State::Closing { .. } => return Err(OpenError::Closing),
             State::Closed(e) => return Err(OpenError::SessionClosed(e.clone())),
         }
-        if self.ids_exhausted {
+        if self.remote_go_away {
+            return Err(OpenError::RemoteGoAway);
+        }
+        if self.is_yamux() && self.unacked >= self.config.max_unacked_opens {
+            self.open_waiting = true;
+            return Err(OpenError::Blocked);
+        }
+        let id = self.next_id.ok_or(OpenError::IdsExhausted)?;
+        // smux: the id after the last wraps to 0 or 1 and every later open fails (Go's
+        // ErrGoAway). yamux: Go refuses ids from 2^32-2 on (ErrStreamsExhausted).
+        let limit = if self.is_yamux() {
+            u32::MAX - 2
+        } else {
+            u32::MAX
+        };
+        if id > limit {
+            self.next_id = None;
             return Err(OpenError::IdsExhausted);
         }
-        let Some(id) = self.last_id.checked_add(2) else {
-            // Go sets goAway and fails every later open; the session itself lives on.
-            self.ids_exhausted = true;
-            return Err(OpenError::IdsExhausted);
-        };
-        self.last_id = id;
-        let mut st = StreamState::new(true);
+        self.next_id = id.checked_add(2);
+        let mut st = StreamState::new(self.config.protocol, true);
         self.sched.push_control(&mut st.queued, id);
         self.streams.insert(id, st);
         Ok(StreamId(id))
     }
 
-    /// Takes the next inbound stream, if one is waiting.
+    /// Takes the next inbound stream, if one is waiting. yamux acknowledges it now (an
+    /// ACK that came late could trip Go's stream-open timeout).
     pub fn accept(&mut self) -> Option<StreamId> {
-        let id = self.accept_queue.pop_front();
-        if id.is_none() {
+        let Some(id) = self.accept_queue.pop_front() else {
             self.accept_waiting = true;
+            return None;
+        };
+        if self.is_yamux() {
+            if let Some(st) = self.streams.get_mut(&id) {
+                st.ack_due = true;
+                self.sched.push_control(&mut st.queued, id);
+            }
         }
-        id.map(StreamId)
+        Some(StreamId(id))
     }
 
     /// Queues `data` on a stream and returns how many bytes were taken (all of them, or
@@ -289,6 +338,9 @@ impl Session {
             Some(st) if !st.released => st,
             _ => return Err(WriteError::UnknownStream(id)),
         };
+        if let Some(reason) = st.reset {
+            return Err(WriteError::Reset(id, reason));
+        }
         if let Some(e) = closed {
             return Err(WriteError::SessionClosed(e));
         }
@@ -350,13 +402,15 @@ impl Session {
         id: StreamId,
         take: impl FnOnce(&mut StreamState) -> (usize, T),
     ) -> Result<(usize, T), ReadError> {
-        let v2 = self.is_v2();
         let window = self.config.max_stream_buffer;
         let closed = self.closed_error();
         let st = match self.streams.get_mut(&id.0) {
             Some(st) if !st.released => st,
             _ => return Err(ReadError::UnknownStream(id)),
         };
+        if let Some(reason) = st.reset {
+            return Err(ReadError::Reset(id, reason));
+        }
         if st.recv_len == 0 {
             if st.remote_fin {
                 return Ok((0, take(st).1));
@@ -368,7 +422,7 @@ impl Session {
             return Err(ReadError::Blocked);
         }
         let (n, out) = take(st);
-        if v2 && closed.is_none() && st.recv_window.on_read(n, window) {
+        if closed.is_none() && st.recv_flow.on_read(n, window, st.recv_len) {
             st.upd_due = true;
             self.sched.push_control(&mut st.queued, id.0);
         }
@@ -392,7 +446,8 @@ impl Session {
 
     /// Full close, as when the application drops the stream: FIN after the data already
     /// written, unread data discarded (its budget returned), later data from the peer
-    /// ignored. The stream is forgotten once its FIN is sent.
+    /// dropped. smux forgets the stream once its FIN is sent; yamux once the peer's FIN
+    /// (or a RST) has also arrived, or after `stream_close_timeout` with a RST.
     pub fn close_stream(&mut self, id: StreamId) {
         self.close_write(id);
         let closed = self.is_closed();
@@ -403,7 +458,7 @@ impl Session {
         let dropped = st.discard_recv();
         self.budget.refund(dropped);
         if closed {
-            // No FIN will ever be sent: nothing is left to do for this stream.
+            // Nothing will be sent any more: nothing is left to do for this stream.
             self.send_buffered -= st.send.len();
             self.streams.remove(&id.0);
             return;
@@ -411,10 +466,71 @@ impl Session {
         self.forget_if_done(id.0);
     }
 
+    /// Aborts a stream: unsent and unread data are dropped and later calls fail with
+    /// [`ResetReason::Locally`]. yamux sends RST, so the peer's calls fail with
+    /// `ConnectionReset`. smux has no RST: the peer sees a FIN (end of stream) and data
+    /// it sends later is dropped.
+    pub fn reset(&mut self, id: StreamId) {
+        if self.is_closed() {
+            return;
+        }
+        let yamux = self.is_yamux();
+        let Some(st) = self.streams.get_mut(&id.0) else {
+            return;
+        };
+        if st.reset.is_some() {
+            return;
+        }
+        st.reset = Some(ResetReason::Locally);
+        self.send_buffered -= st.send.len();
+        st.send.clear();
+        let dropped = st.discard_recv();
+        self.budget.refund(dropped);
+        if yamux {
+            st.rst_due = true;
+            self.sched.push_control(&mut st.queued, id.0);
+        } else if st.fin == Fin::Open || st.fin == Fin::Pending {
+            st.fin = Fin::Pending;
+            self.sched.push_control(&mut st.queued, id.0);
+        }
+    }
+
+    /// yamux: sends GoAway(0): the peer may open no more streams (later SYNs get RST);
+    /// existing streams go on. smux has no GoAway: new inbound streams are ignored
+    /// instead (their data is dropped).
+    pub fn go_away(&mut self) {
+        if self.local_go_away || self.is_closed() {
+            return;
+        }
+        self.local_go_away = true;
+        if self.is_yamux() {
+            self.go_away_due = Some(yamux::GO_AWAY_NORMAL);
+        }
+    }
+
+    /// yamux: sends a ping and returns its id; [`Event::Pong`] reports the round trip.
+    /// None for smux (its NOP is not echoed) or when too many pings are outstanding or
+    /// the session has ended.
+    pub fn ping(&mut self, now: Instant) -> Option<u32> {
+        if !self.is_yamux() || self.is_closed() || self.pings.len() >= MAX_PINGS {
+            return None;
+        }
+        Some(self.queue_ping(now))
+    }
+
+    fn queue_ping(&mut self, now: Instant) -> u32 {
+        let value = self.next_ping_value;
+        self.next_ping_value = self.next_ping_value.wrapping_add(1);
+        self.pings.push_back((value, now));
+        self.pings_due.push_back(value);
+        value
+    }
+
     /// Begins a graceful close: every stream is closed for writing, buffered data and
     /// FINs are flushed, then the session ends with [`ConnectionError::LocallyClosed`]
     /// (or when `config.close_timeout` has passed). New streams are neither opened nor
-    /// accepted meanwhile. smux has no GOAWAY: the peer sees the connection close.
+    /// accepted meanwhile. Neither smux nor Go's yamux sends a GoAway on close: the peer
+    /// sees the connection end.
     pub fn close(&mut self, now: Instant) {
         if !matches!(self.state, State::Open) {
             return;
@@ -435,28 +551,9 @@ impl Session {
         self.finish_closing_if_done();
     }
 
-    // ---- outputs: see transmit.rs for poll_transmit ----
-
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// When [`Session::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let closing = match self.state {
-            State::Open => None,
-            State::Closing { deadline } => Some(deadline),
-            State::Closed(_) => return None,
-        };
-        let ka = self
-            .keep_alive
-            .as_ref()
-            .map(|ka| ka.next_ping.min(ka.next_check));
-        match (closing, ka) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
     }
 
     // ---- internal ----
@@ -470,34 +567,81 @@ impl Session {
             self.streams.remove(&id);
         }
         self.streams.retain(|_, st| !st.released);
+        if self.is_yamux() && matches!(reason, ConnectionError::Protocol(_)) {
+            // Tell the peer why, as Go does; the driver flushes it until the deadline.
+            self.go_away_due = Some(yamux::GO_AWAY_PROTOCOL_ERROR);
+            self.close_deadline
+                .get_or_insert(self.now + self.config.close_timeout);
+        }
         self.state = State::Closed(reason.clone());
         self.events.push_back(Event::Closed(reason));
     }
 
-    /// Removes a released stream once its FIN is on the wire.
+    /// Removes a released stream once nothing is left to do for it.
     fn forget_if_done(&mut self, id: u32) {
-        // A sent FIN means the send buffer is empty, and a released stream keeps no
-        // received data, so nothing is left to account for.
-        if self
-            .streams
-            .get(&id)
-            .is_some_and(|st| st.released && st.fin == Fin::Sent)
-        {
+        let yamux = self.is_yamux();
+        let Some(st) = self.streams.get(&id) else {
+            return;
+        };
+        let done = st.released
+            && match st.reset {
+                Some(_) => !st.rst_due && (yamux || st.fin == Fin::Sent),
+                // A sent FIN means the send buffer is empty, and a released stream keeps
+                // no received data, so nothing is left to account for.
+                None => st.fin == Fin::Sent && (!yamux || st.remote_fin),
+            };
+        if done {
+            if st.awaiting_ack {
+                self.unacked -= 1;
+            }
             self.streams.remove(&id);
         }
     }
 
     fn finish_closing_if_done(&mut self) {
         if matches!(self.state, State::Closing { .. })
-            && self.streams.values().all(|st| st.fin == Fin::Sent)
+            && self
+                .streams
+                .values()
+                .all(|st| st.fin == Fin::Sent || st.reset.is_some())
         {
             self.fail(ConnectionError::LocallyClosed);
         }
     }
 
+    /// Marks a stream reset (by the peer or a timeout), dropping its buffers.
+    fn reset_stream(&mut self, id: u32, reason: ResetReason, send_rst: bool) {
+        let Some(st) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if st.reset.is_some() {
+            return;
+        }
+        st.reset = Some(reason);
+        self.send_buffered -= st.send.len();
+        st.send.clear();
+        let dropped = st.discard_recv();
+        self.budget.refund(dropped);
+        if st.awaiting_ack {
+            st.awaiting_ack = false;
+            self.unacked -= 1;
+            if std::mem::take(&mut self.open_waiting) {
+                self.events.push_back(Event::Openable);
+            }
+        }
+        if send_rst {
+            st.rst_due = true;
+            self.sched.push_control(&mut st.queued, id);
+        }
+        if !st.released {
+            self.events.push_back(Event::Reset(StreamId(id)));
+        }
+        self.forget_if_done(id);
+    }
+
     #[cfg(test)]
-    pub(crate) fn set_last_id(&mut self, id: u32) {
-        self.last_id = id;
+    pub(crate) fn set_next_id(&mut self, id: u32) {
+        self.next_id = Some(id);
     }
 
     #[cfg(test)]

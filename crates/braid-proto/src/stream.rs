@@ -1,7 +1,8 @@
 //! Per-stream state: receive queue, send buffer, half-close flags and v2 windows.
 
-use crate::flow::{RecvWindow, SendWindow};
+use crate::flow::{Overconsumed, RecvWindow, SendWindow, YamuxRecvWindow, YAMUX_INITIAL_WINDOW};
 use crate::sched::Queued;
+use crate::Protocol;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,6 +29,74 @@ pub(crate) enum Fin {
     Sent,
 }
 
+/// How much a stream may send: the protocol's send-side flow control.
+#[derive(Debug, Clone)]
+pub(crate) enum SendFlow {
+    /// smux v1: only the session's receive budget on the other side limits us.
+    Unlimited,
+    /// smux v2: the peer's consumed/window pair.
+    Smux(SendWindow),
+    /// yamux: credit, raised by the peer's window updates.
+    Yamux(u32),
+}
+
+impl SendFlow {
+    pub(crate) fn new(protocol: Protocol) -> SendFlow {
+        match protocol {
+            Protocol::SmuxV1 => SendFlow::Unlimited,
+            Protocol::SmuxV2 => SendFlow::Smux(SendWindow::new()),
+            Protocol::Yamux => SendFlow::Yamux(YAMUX_INITIAL_WINDOW),
+        }
+    }
+
+    pub(crate) fn credit(&self) -> Result<usize, Overconsumed> {
+        match self {
+            SendFlow::Unlimited => Ok(usize::MAX),
+            SendFlow::Smux(w) => w.credit(),
+            SendFlow::Yamux(c) => Ok(*c as usize),
+        }
+    }
+
+    pub(crate) fn on_sent(&mut self, n: usize) {
+        match self {
+            SendFlow::Unlimited => {}
+            SendFlow::Smux(w) => w.on_sent(n),
+            SendFlow::Yamux(c) => *c -= n as u32,
+        }
+    }
+}
+
+/// When to tell the peer we consumed data: the protocol's receive-side flow control.
+#[derive(Debug, Clone)]
+pub(crate) enum RecvFlow {
+    /// smux v1 has no per-stream window.
+    None,
+    /// smux v2: UPD after the first read and every half window.
+    Smux(RecvWindow),
+    /// yamux: window update once half the window can be offered again.
+    Yamux(YamuxRecvWindow),
+}
+
+impl RecvFlow {
+    pub(crate) fn new(protocol: Protocol) -> RecvFlow {
+        match protocol {
+            Protocol::SmuxV1 => RecvFlow::None,
+            Protocol::SmuxV2 => RecvFlow::Smux(RecvWindow::default()),
+            Protocol::Yamux => RecvFlow::Yamux(YamuxRecvWindow::new()),
+        }
+    }
+
+    /// Records an application read of `n` bytes, `buffered` bytes remaining; true when
+    /// a window update is due.
+    pub(crate) fn on_read(&mut self, n: usize, window: usize, buffered: usize) -> bool {
+        match self {
+            RecvFlow::None => false,
+            RecvFlow::Smux(w) => w.on_read(n, window),
+            RecvFlow::Yamux(w) => w.update_due(window, buffered),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct StreamState {
     // Receive side.
@@ -36,8 +105,8 @@ pub(crate) struct StreamState {
     pub(crate) recv_len: usize,
     /// The peer sent FIN: after `recv` drains, reads return end of stream.
     pub(crate) remote_fin: bool,
-    pub(crate) recv_window: RecvWindow,
-    /// An UPD is due (v2); its `consumed` is taken when it is sent.
+    pub(crate) recv_flow: RecvFlow,
+    /// A window update is due; its value is computed when it is sent.
     pub(crate) upd_due: bool,
     /// The application found nothing to read; the next arrival raises `Readable`.
     pub(crate) read_waiting: bool,
@@ -45,9 +114,17 @@ pub(crate) struct StreamState {
     // Send side.
     /// Bytes written by the application and not yet framed.
     pub(crate) send: BytesMut,
-    pub(crate) send_window: SendWindow,
+    pub(crate) send_flow: SendFlow,
     /// Our SYN has not been sent yet (the stream is registered before its SYN).
     pub(crate) syn_due: bool,
+    /// yamux: our SYN is out and the peer has not acknowledged it yet.
+    pub(crate) awaiting_ack: bool,
+    /// yamux: the application accepted the stream; an ACK goes out.
+    pub(crate) ack_due: bool,
+    /// yamux: a RST goes out.
+    pub(crate) rst_due: bool,
+    /// The stream was reset: reads and writes fail.
+    pub(crate) reset: Option<crate::error::ResetReason>,
     pub(crate) fin: Fin,
     /// A write was refused or cut short; the next freed room raises `Writable`.
     pub(crate) write_waiting: bool,
@@ -61,17 +138,21 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn new(syn_due: bool) -> StreamState {
+    pub(crate) fn new(protocol: Protocol, syn_due: bool) -> StreamState {
         StreamState {
             recv: VecDeque::new(),
             recv_len: 0,
             remote_fin: false,
-            recv_window: RecvWindow::default(),
+            recv_flow: RecvFlow::new(protocol),
             upd_due: false,
             read_waiting: true,
             send: BytesMut::new(),
-            send_window: SendWindow::new(),
+            send_flow: SendFlow::new(protocol),
             syn_due,
+            awaiting_ack: false,
+            ack_due: false,
+            rst_due: false,
+            reset: None,
             fin: Fin::Open,
             write_waiting: false,
             overconsumed: None,
@@ -121,6 +202,9 @@ impl StreamState {
 
     /// A FIN can go out now: writing is closed and all data is framed.
     pub(crate) fn fin_ready(&self) -> bool {
-        self.fin == Fin::Pending && self.send.is_empty() && !self.syn_due
+        // A reset yamux stream ends with its RST, never a FIN; smux, which has no RST,
+        // finishes a reset stream with a FIN.
+        let yamux_reset = self.reset.is_some() && matches!(self.send_flow, SendFlow::Yamux(_));
+        self.fin == Fin::Pending && self.send.is_empty() && !self.syn_due && !yamux_reset
     }
 }

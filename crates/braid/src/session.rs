@@ -130,18 +130,86 @@ impl Session {
     }
 
     /// Opens a new stream. Its SYN is sent by the driver; data written right away follows
-    /// it. Fails when the session is closing or closed, or its stream ids are exhausted.
+    /// it. yamux: waits while `Config::max_unacked_opens` of our streams are not yet
+    /// acknowledged by the peer (as Go's `OpenStream` blocks). Fails when the session is
+    /// closing or closed, the peer sent GoAway, or the stream ids are exhausted.
     pub async fn open_stream(&self) -> io::Result<Stream> {
+        poll_fn(|cx| {
+            let mut wake = Wakeups::default();
+            let res = {
+                let mut sh = self.inner.lock();
+                match sh.core.open() {
+                    Ok(id) => {
+                        sh.stream_handles += 1;
+                        sh.wake_driver(&mut wake);
+                        Poll::Ready(Ok(Stream::new(self.inner.clone(), id)))
+                    }
+                    Err(braid_proto::OpenError::Blocked) if !sh.driver_done => {
+                        sh.register_open(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e.into())),
+                }
+            };
+            wake.wake_all();
+            res
+        })
+        .await
+    }
+
+    /// yamux: measures the round-trip time to the peer with a Ping. smux has no echoed
+    /// keepalive: the result is an `Unsupported` error.
+    pub async fn ping(&self) -> io::Result<std::time::Duration> {
         let mut wake = Wakeups::default();
         let id = {
             let mut sh = self.inner.lock();
-            let id = sh.core.open().map_err(open_error)?;
-            sh.stream_handles += 1;
+            let id = sh.core.ping(crate::now()).ok_or_else(|| {
+                let why = match sh.close_reason() {
+                    Some(reason) => return io::Error::from(reason),
+                    None if sh.core.config().protocol == braid_proto::Protocol::Yamux => {
+                        "too many pings in flight"
+                    }
+                    None => "smux has no ping: its keepalive NOP is not echoed",
+                };
+                io::Error::new(io::ErrorKind::Unsupported, why)
+            })?;
+            sh.pings.insert(id, Default::default());
             sh.wake_driver(&mut wake);
             id
         };
         wake.wake_all();
-        Ok(Stream::new(self.inner.clone(), id))
+        let inner = self.inner.clone();
+        // Forget the slot however this future ends (reply, session end, cancellation).
+        let _slot = PingGuard { inner: &inner, id };
+        poll_fn(|cx| {
+            let mut sh = inner.lock();
+            let closed = sh.close_reason();
+            let slot = sh
+                .pings
+                .get_mut(&id)
+                .expect("slot lives until the guard drops");
+            if let Some(rtt) = slot.rtt {
+                return Poll::Ready(Ok(rtt));
+            }
+            if let Some(reason) = closed {
+                return Poll::Ready(Err(reason.into()));
+            }
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// yamux: sends GoAway(0): the peer may open no more streams, existing streams go on.
+    /// smux has no GoAway: new inbound streams are ignored instead.
+    pub fn go_away(&self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.go_away();
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
     }
 
     /// Waits for the next stream the peer opens. Returns `None` once the session has
@@ -231,6 +299,17 @@ impl Session {
     }
 }
 
+struct PingGuard<'a> {
+    inner: &'a Arc<Inner>,
+    id: u32,
+}
+
+impl Drop for PingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.lock().pings.remove(&self.id);
+    }
+}
+
 impl Clone for Session {
     fn clone(&self) -> Session {
         self.inner.lock().session_handles += 1;
@@ -261,13 +340,4 @@ impl std::fmt::Debug for Session {
             .field("closed", &sh.core.close_reason())
             .finish()
     }
-}
-
-fn open_error(e: braid_proto::OpenError) -> io::Error {
-    let kind = match &e {
-        braid_proto::OpenError::IdsExhausted => io::ErrorKind::AddrNotAvailable,
-        braid_proto::OpenError::Closing => io::ErrorKind::BrokenPipe,
-        braid_proto::OpenError::SessionClosed(c) => c.io_kind(),
-    };
-    io::Error::new(kind, e)
 }

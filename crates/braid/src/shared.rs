@@ -13,6 +13,13 @@ pub(crate) struct Inner {
     pub(crate) peer_addr: Option<SocketAddr>,
 }
 
+/// A ping in flight, see [`crate::Session::ping`].
+#[derive(Default)]
+pub(crate) struct PingSlot {
+    pub(crate) waker: Option<Waker>,
+    pub(crate) rtt: Option<std::time::Duration>,
+}
+
 #[derive(Default)]
 struct StreamWakers {
     read: Option<Waker>,
@@ -23,6 +30,10 @@ pub(crate) struct Shared {
     pub(crate) core: braid_proto::Session,
     streams: HashMap<u32, StreamWakers>,
     accept: Vec<Waker>,
+    /// yamux opens waiting for the peer to acknowledge earlier streams.
+    open: Vec<Waker>,
+    /// Pings in flight: their waiters and, once the reply came, the round trip.
+    pub(crate) pings: HashMap<u32, PingSlot>,
     closed: Vec<Waker>,
     driver: Option<Waker>,
     /// Live `Session` handles and `Stream` handles: when both reach zero nobody can use
@@ -57,6 +68,8 @@ impl Inner {
                 core,
                 streams: HashMap::new(),
                 accept: Vec::new(),
+                open: Vec::new(),
+                pings: HashMap::new(),
                 closed: Vec::new(),
                 driver: None,
                 session_handles: 1,
@@ -97,6 +110,12 @@ impl Shared {
         set_waker(&mut self.streams.entry(id).or_default().write, waker);
     }
 
+    pub(crate) fn register_open(&mut self, waker: &Waker) {
+        if !self.open.iter().any(|w| w.will_wake(waker)) {
+            self.open.push(waker.clone());
+        }
+    }
+
     pub(crate) fn register_accept(&mut self, waker: &Waker) {
         if !self.accept.iter().any(|w| w.will_wake(waker)) {
             self.accept.push(waker.clone());
@@ -128,6 +147,20 @@ impl Shared {
                         out.0.push(w);
                     }
                 }
+                Event::Reset(id) => {
+                    if let Some(s) = self.streams.get_mut(&id.0) {
+                        out.0.extend(s.read.take());
+                        out.0.extend(s.write.take());
+                    }
+                }
+                // A remote GoAway makes waiting opens fail: wake them too.
+                Event::Openable | Event::GoAway => out.0.append(&mut self.open),
+                Event::Pong { id, rtt } => {
+                    if let Some(slot) = self.pings.get_mut(&id) {
+                        slot.rtt = Some(rtt);
+                        out.0.extend(slot.waker.take());
+                    }
+                }
                 Event::Closed(reason) => {
                     tracing::debug!(%reason, "session ended");
                     self.wake_everyone(out);
@@ -139,7 +172,11 @@ impl Shared {
     /// Wakes every waiting task: the session ended or the driver stopped.
     pub(crate) fn wake_everyone(&mut self, out: &mut Wakeups) {
         out.0.append(&mut self.accept);
+        out.0.append(&mut self.open);
         out.0.append(&mut self.closed);
+        for p in self.pings.values_mut() {
+            out.0.extend(p.waker.take());
+        }
         for s in self.streams.values_mut() {
             out.0.extend(s.read.take());
             out.0.extend(s.write.take());

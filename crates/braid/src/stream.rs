@@ -124,6 +124,20 @@ impl Stream {
         self.stream.id.0
     }
 
+    /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux
+    /// sends RST (the peer's reads and writes fail with `ConnectionReset`); smux has no
+    /// RST, so the peer sees end of stream and what it sends later is dropped.
+    pub fn reset(&self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.stream.inner.lock();
+            sh.core.reset(self.stream.id);
+            sh.dispatch_events(&mut wake);
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
+    }
+
     /// Splits the stream into halves that can be used from different tasks. Dropping the
     /// write half half-closes the stream (FIN); the stream closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {

@@ -1,10 +1,10 @@
-//! Input: frames from the peer.
+//! Input: frames from the peer, for both protocols.
 
-use super::{Event, Session, State};
-use crate::error::ConnectionError;
-use crate::frame::smux::Frame;
-use crate::stream::{StreamId, StreamState};
-use bytes::BytesMut;
+use super::{Event, Session, State, Wire, MAX_QUEUED_REPLIES};
+use crate::error::{ConnectionError, ProtocolViolation, ResetReason};
+use crate::frame::{smux, yamux};
+use crate::stream::{RecvFlow, SendFlow, StreamId, StreamState};
+use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
 impl Session {
@@ -16,17 +16,26 @@ impl Session {
         now: Instant,
         buf: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
-        let _ = now; // smux frames carry no timing; yamux pings will use it.
+        self.now = self.now.max(now);
         while self.wants_read() {
-            match self.codec.decode(buf) {
-                Ok(Some(frame)) => {
+            let result: Result<Option<()>, ConnectionError> = match self.wire {
+                Wire::Smux(codec) => match codec.decode(buf) {
+                    Ok(f) => Ok(f.map(|f| self.on_smux(f))),
+                    Err(e) => Err(e.into()),
+                },
+                Wire::Yamux(codec) => match codec.decode(buf) {
+                    Ok(f) => Ok(f.map(|f| self.on_yamux(f, now))),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match result {
+                Ok(Some(())) => {
                     if let Some(ka) = self.keep_alive.as_mut() {
                         ka.data_ready = true;
                     }
-                    self.on_frame(frame);
                 }
                 Ok(None) => break,
-                Err(e) => self.fail(ConnectionError::Protocol(e)),
+                Err(e) => self.fail(e),
             }
         }
         match &self.state {
@@ -35,49 +44,28 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    fn on_smux(&mut self, frame: smux::Frame) {
         match frame {
-            Frame::Nop { .. } => {}
+            smux::Frame::Nop { .. } => {}
             // gmux names are not supported yet; the codec rejects SYN payloads.
-            Frame::Syn { stream_id, .. } => self.on_syn(stream_id),
-            Frame::Fin { stream_id } => {
-                if let Some(st) = self.streams.get_mut(&stream_id) {
-                    if !st.remote_fin {
-                        st.remote_fin = true;
-                        if !st.released {
-                            st.read_waiting = false;
-                            self.events.push_back(Event::Finished(StreamId(stream_id)));
-                        }
-                    }
+            smux::Frame::Syn { stream_id, .. } => {
+                // A duplicate SYN for a live stream is ignored, as Go does. While closing
+                // or after go_away, new streams are ignored (smux cannot refuse them).
+                if !self.streams.contains_key(&stream_id) && self.taking_new_streams() {
+                    self.queue_incoming(stream_id);
                 }
             }
-            Frame::Psh { stream_id, data } => {
-                if data.is_empty() {
-                    return;
-                }
-                // Data for unknown, released or finished streams is dropped, as Go
-                // drops it for streams it does not know (smux has no RST).
-                let Some(st) = self.streams.get_mut(&stream_id) else {
-                    return;
-                };
-                if st.released || st.remote_fin {
-                    return;
-                }
-                self.budget.spend(data.len());
-                st.recv_len += data.len();
-                st.recv.push_back(data);
-                if st.read_waiting {
-                    st.read_waiting = false;
-                    self.events.push_back(Event::Readable(StreamId(stream_id)));
-                }
-            }
-            Frame::Upd {
+            smux::Frame::Fin { stream_id } => self.on_remote_fin(stream_id),
+            smux::Frame::Psh { stream_id, data } => self.on_data(stream_id, data),
+            smux::Frame::Upd {
                 stream_id,
                 consumed,
                 window,
             } => {
                 if let Some(st) = self.streams.get_mut(&stream_id) {
-                    st.send_window.on_update(consumed, window);
+                    if let SendFlow::Smux(w) = &mut st.send_flow {
+                        w.on_update(consumed, window);
+                    }
                     if !st.send.is_empty() {
                         self.sched.push_data(&mut st.queued, stream_id);
                     }
@@ -86,17 +74,183 @@ impl Session {
         }
     }
 
-    fn on_syn(&mut self, id: u32) {
-        // A duplicate SYN for a live stream is ignored, as Go does. While closing, new
-        // streams are not taken (smux cannot refuse them; their data is dropped).
-        if self.streams.contains_key(&id) || !matches!(self.state, State::Open) {
-            return;
+    /// Applies a yamux frame in Go's order: SYN opens the stream, ACK completes our
+    /// open, then the data or window delta, then FIN, then RST.
+    fn on_yamux(&mut self, frame: yamux::Frame, now: Instant) {
+        let (stream_id, flags, data, delta) = match frame {
+            yamux::Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => (stream_id, flags, Some(data), 0),
+            yamux::Frame::WindowUpdate {
+                stream_id,
+                flags,
+                delta,
+            } => (stream_id, flags, None, delta),
+            yamux::Frame::Ping { flags, opaque } => return self.on_ping(flags, opaque, now),
+            yamux::Frame::GoAway { code } => {
+                if code == yamux::GO_AWAY_NORMAL {
+                    if !std::mem::replace(&mut self.remote_go_away, true) {
+                        self.events.push_back(Event::GoAway);
+                    }
+                } else {
+                    self.fail(ConnectionError::GoAway(code));
+                }
+                return;
+            }
+        };
+        use yamux::Flags;
+        if flags.contains(Flags::SYN) {
+            if self.streams.contains_key(&stream_id) {
+                return self.fail(ProtocolViolation::DuplicateStream(stream_id).into());
+            }
+            if !self.taking_new_streams() || self.accept_queue.len() >= self.config.accept_backlog {
+                // Refused with RST; its data is dropped below as for any unknown stream.
+                if self.refused.len() < MAX_QUEUED_REPLIES {
+                    self.refused.push_back(stream_id);
+                }
+            } else {
+                self.queue_incoming(stream_id);
+            }
         }
-        self.streams.insert(id, StreamState::new(false));
+        let Some(st) = self.streams.get_mut(&stream_id) else {
+            // Late frames for streams we no longer know are ignored, as Go does.
+            return;
+        };
+        if flags.contains(Flags::ACK) && std::mem::take(&mut st.awaiting_ack) {
+            self.unacked -= 1;
+            if std::mem::take(&mut self.open_waiting) {
+                self.events.push_back(Event::Openable);
+            }
+        }
+        if delta > 0 {
+            if let SendFlow::Yamux(credit) = &mut st.send_flow {
+                let Some(c) = credit.checked_add(delta) else {
+                    let window = *credit;
+                    return self.fail(
+                        ProtocolViolation::WindowOverflow {
+                            stream_id,
+                            window,
+                            delta,
+                        }
+                        .into(),
+                    );
+                };
+                *credit = c;
+                if !st.send.is_empty() {
+                    self.sched.push_data(&mut st.queued, stream_id);
+                }
+            }
+        }
+        if let Some(data) = data {
+            if let RecvFlow::Yamux(w) = &mut st.recv_flow {
+                let left = w.remaining();
+                if !w.on_data(data.len()) {
+                    let violation = ProtocolViolation::WindowExceeded {
+                        stream_id,
+                        length: data.len(),
+                        window: left,
+                    };
+                    return self.fail(violation.into());
+                }
+            }
+            self.on_data(stream_id, data);
+        }
+        if flags.contains(Flags::FIN) {
+            if self
+                .streams
+                .get(&stream_id)
+                .is_some_and(|st| st.remote_fin && st.reset.is_none())
+            {
+                return self.fail(ProtocolViolation::DuplicateFin(stream_id).into());
+            }
+            self.on_remote_fin(stream_id);
+        }
+        if flags.contains(Flags::RST) {
+            self.reset_stream(stream_id, ResetReason::ByPeer, false);
+        }
+    }
+
+    fn on_ping(&mut self, flags: yamux::Flags, value: u32, now: Instant) {
+        if flags.contains(yamux::Flags::SYN) {
+            // Go answers any ping request, whatever its stream id.
+            if self.pongs_due.len() < MAX_QUEUED_REPLIES {
+                self.pongs_due.push_back(value);
+            }
+        } else if flags.contains(yamux::Flags::ACK) {
+            let Some(pos) = self.pings.iter().position(|(v, _)| *v == value) else {
+                return;
+            };
+            let (_, sent) = self.pings.remove(pos).expect("position found");
+            let keepalive = self
+                .keep_alive
+                .as_mut()
+                .filter(|ka| ka.ping.is_some_and(|(v, _)| v == value));
+            match keepalive {
+                Some(ka) => ka.ping = None,
+                None => self.events.push_back(Event::Pong {
+                    id: value,
+                    rtt: now.saturating_duration_since(sent),
+                }),
+            }
+        }
+    }
+
+    fn taking_new_streams(&self) -> bool {
+        matches!(self.state, State::Open) && !self.local_go_away
+    }
+
+    fn queue_incoming(&mut self, id: u32) {
+        self.streams
+            .insert(id, StreamState::new(self.config.protocol, false));
         self.accept_queue.push_back(id);
         if self.accept_waiting {
             self.accept_waiting = false;
             self.events.push_back(Event::Incoming);
         }
+    }
+
+    fn on_data(&mut self, stream_id: u32, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let window = self.config.max_stream_buffer;
+        let Some(st) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        if st.released || st.remote_fin || st.reset.is_some() {
+            // Dropped: for smux as Go drops data of streams it does not know. yamux gives
+            // the window back at once, so that the peer's writer is not left stuck.
+            if let RecvFlow::Yamux(w) = &st.recv_flow {
+                if w.update_due(window, 0) {
+                    st.upd_due = true;
+                    self.sched.push_control(&mut st.queued, stream_id);
+                }
+            }
+            return;
+        }
+        self.budget.spend(data.len());
+        st.recv_len += data.len();
+        st.recv.push_back(data);
+        if st.read_waiting {
+            st.read_waiting = false;
+            self.events.push_back(Event::Readable(StreamId(stream_id)));
+        }
+    }
+
+    fn on_remote_fin(&mut self, stream_id: u32) {
+        let Some(st) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        if st.remote_fin {
+            return;
+        }
+        st.remote_fin = true;
+        if !st.released && st.reset.is_none() {
+            st.read_waiting = false;
+            self.events.push_back(Event::Finished(StreamId(stream_id)));
+        }
+        self.forget_if_done(stream_id);
     }
 }

@@ -1,8 +1,10 @@
 //! Output: frames to send, chosen by the fair scheduler (see [`crate::sched`]).
 
-use super::{Event, Session, State};
-use crate::frame::smux::{Cmd, Codec, HEADER_LEN, UPD_LEN};
-use crate::stream::{Fin, StreamId, StreamState};
+use super::timers::TimerKind;
+use super::{Event, Session, State, Wire};
+use crate::frame::yamux::{self, Flags};
+use crate::frame::{smux, smux::Cmd};
+use crate::stream::{Fin, RecvFlow, StreamId, StreamState};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -12,38 +14,103 @@ use std::time::Instant;
 const INLINE_PAYLOAD: usize = 512;
 
 /// Writes frames as chunks: headers and small payloads accumulate in the arena, large
-/// payloads go out by reference.
+/// payloads go out by reference. It speaks in the protocol-neutral terms of the session
+/// (open, data, fin, ...) and encodes them for the wire in use.
 struct Emitter<'a> {
-    codec: Codec,
+    wire: Wire,
     arena: &'a mut BytesMut,
     out: &'a mut Vec<Bytes>,
     total: usize,
 }
 
 impl Emitter<'_> {
-    fn frame(&mut self, cmd: Cmd, stream_id: u32, payload: Option<Bytes>) {
-        let len = payload.as_ref().map_or(0, |p| p.len());
-        self.arena.reserve(HEADER_LEN + len.min(INLINE_PAYLOAD));
-        self.codec
-            .encode_header(cmd, len as u16, stream_id, &mut *self.arena);
-        self.total += HEADER_LEN + len;
-        if let Some(p) = payload {
-            if p.len() <= INLINE_PAYLOAD {
-                self.arena.put_slice(&p);
-            } else {
-                self.flush();
-                self.out.push(p);
-            }
+    fn smux_header(&mut self, codec: smux::Codec, cmd: Cmd, len: usize, id: u32) {
+        self.arena
+            .reserve(smux::HEADER_LEN + len.min(INLINE_PAYLOAD));
+        codec.encode_header(cmd, len as u16, id, &mut *self.arena);
+        self.total += smux::HEADER_LEN;
+    }
+
+    fn yamux_header(
+        &mut self,
+        codec: yamux::Codec,
+        typ: yamux::Type,
+        flags: Flags,
+        id: u32,
+        len: u32,
+    ) {
+        self.arena.reserve(yamux::HEADER_LEN + INLINE_PAYLOAD);
+        codec.encode_header(typ, flags, id, len, &mut *self.arena);
+        self.total += yamux::HEADER_LEN;
+    }
+
+    /// A yamux WindowUpdate, the carrier of SYN, ACK, FIN and RST as Go sends them.
+    fn window_update(&mut self, flags: Flags, id: u32, delta: u32) {
+        if let Wire::Yamux(c) = self.wire {
+            self.yamux_header(c, yamux::Type::WindowUpdate, flags, id, delta);
         }
     }
 
-    fn upd(&mut self, stream_id: u32, consumed: u32, window: u32) {
-        self.arena.reserve(HEADER_LEN + UPD_LEN);
-        self.codec
-            .encode_header(Cmd::Upd, UPD_LEN as u16, stream_id, &mut *self.arena);
-        self.arena.put_u32_le(consumed);
-        self.arena.put_u32_le(window);
-        self.total += HEADER_LEN + UPD_LEN;
+    fn payload(&mut self, p: Bytes) {
+        self.total += p.len();
+        if p.len() <= INLINE_PAYLOAD {
+            self.arena.put_slice(&p);
+        } else {
+            self.flush();
+            self.out.push(p);
+        }
+    }
+
+    fn data(&mut self, id: u32, p: Bytes) {
+        match self.wire {
+            Wire::Smux(c) => self.smux_header(c, Cmd::Psh, p.len(), id),
+            Wire::Yamux(c) => {
+                self.yamux_header(c, yamux::Type::Data, Flags::NONE, id, p.len() as u32)
+            }
+        }
+        self.payload(p);
+    }
+
+    fn syn(&mut self, id: u32, delta: u32) {
+        match self.wire {
+            Wire::Smux(c) => self.smux_header(c, Cmd::Syn, 0, id),
+            Wire::Yamux(_) => self.window_update(Flags::SYN, id, delta),
+        }
+    }
+
+    fn fin(&mut self, id: u32) {
+        match self.wire {
+            Wire::Smux(c) => self.smux_header(c, Cmd::Fin, 0, id),
+            Wire::Yamux(_) => self.window_update(Flags::FIN, id, 0),
+        }
+    }
+
+    fn smux_upd(&mut self, id: u32, consumed: u32, window: u32) {
+        if let Wire::Smux(c) = self.wire {
+            self.arena.reserve(smux::HEADER_LEN + smux::UPD_LEN);
+            c.encode_header(Cmd::Upd, smux::UPD_LEN as u16, id, &mut *self.arena);
+            self.arena.put_u32_le(consumed);
+            self.arena.put_u32_le(window);
+            self.total += smux::HEADER_LEN + smux::UPD_LEN;
+        }
+    }
+
+    fn nop(&mut self) {
+        if let Wire::Smux(c) = self.wire {
+            self.smux_header(c, Cmd::Nop, 0, 0);
+        }
+    }
+
+    fn ping(&mut self, flags: Flags, value: u32) {
+        if let Wire::Yamux(c) = self.wire {
+            self.yamux_header(c, yamux::Type::Ping, flags, 0, value);
+        }
+    }
+
+    fn go_away(&mut self, code: u32) {
+        if let Wire::Yamux(c) = self.wire {
+            self.yamux_header(c, yamux::Type::GoAway, Flags::NONE, 0, code);
+        }
     }
 
     fn flush(&mut self) {
@@ -59,47 +126,91 @@ impl Session {
     /// first; data fills up to about `max_bytes` (one frame may exceed it). Returns 0
     /// when there is nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Bytes>, max_bytes: usize) -> usize {
-        let _ = now; // smux sends nothing time-stamped; yamux pings will use it.
-        if matches!(self.state, State::Closed(_)) {
-            return 0;
-        }
         let mut em = Emitter {
-            codec: self.codec,
+            wire: self.wire,
             arena: &mut self.headers,
             out,
             total: 0,
         };
-        if std::mem::take(&mut self.nop_due) {
-            em.frame(Cmd::Nop, 0, None);
+        if matches!(self.state, State::Closed(_)) {
+            // A session that failed may still owe the peer a GoAway saying why.
+            if let Some(code) = self.go_away_due.take() {
+                em.go_away(code);
+                em.flush();
+            }
+            return em.total;
         }
-        let window = self.config.max_stream_buffer as u32;
-        let data_limits = DataLimits {
-            v2: self.config.protocol == crate::Protocol::SmuxV2,
+        if let Some(ka) = self.keep_alive.as_mut() {
+            if std::mem::take(&mut ka.nop_due) {
+                em.nop();
+            }
+        }
+        if let Some(code) = self.go_away_due.take() {
+            em.go_away(code);
+        }
+        for value in self.pongs_due.drain(..) {
+            em.ping(Flags::ACK, value);
+        }
+        for value in self.pings_due.drain(..) {
+            em.ping(Flags::SYN, value);
+        }
+        for id in self.refused.drain(..) {
+            em.window_update(Flags::RST, id, 0);
+        }
+        let limits = DataLimits {
             max_frame: self.config.max_frame_size,
             wake_below: self.config.stream_send_buffer / 2,
+            window: self.config.max_stream_buffer,
         };
         let mut framed = 0;
-        // Released streams whose FIN goes out now are forgotten at the end.
-        let mut finished = Vec::new();
+        // Streams that may be done with, and timers to arm, once the loops are over.
+        let mut check = Vec::new();
+        let mut timers = Vec::new();
         while let Some(id) = self.sched.pop_control() {
             let Some(st) = self.streams.get_mut(&id) else {
                 continue;
             };
             st.queued.control = false;
+            if std::mem::take(&mut st.rst_due) {
+                em.window_update(Flags::RST, id, 0);
+                check.push(id);
+                continue;
+            }
             if std::mem::take(&mut st.syn_due) {
-                em.frame(Cmd::Syn, id, None);
+                let delta = take_window_delta(st, &limits);
+                em.syn(id, delta);
+                if matches!(em.wire, Wire::Yamux(_)) {
+                    st.awaiting_ack = true;
+                    self.unacked += 1;
+                    timers.push((id, TimerKind::Open));
+                }
                 // The SYN takes the stream's first data frame along, so that a burst of
                 // opens goes out as SYN, data, SYN, data... as Go sends it. Otherwise
                 // all SYNs would overtake all data, and a peer whose acceptor waits for
                 // each stream's first bytes could fill its accept backlog with streams
                 // whose data is still behind the other SYNs.
-                framed += send_data_frame(&mut em, st, id, &data_limits, &mut self.events).0;
+                framed += send_data_frame(&mut em, st, id, &limits, &mut self.events).0;
+            }
+            if std::mem::take(&mut st.ack_due) {
+                let delta = take_window_delta(st, &limits);
+                em.window_update(Flags::ACK, id, delta);
+                st.upd_due = false;
             }
             if std::mem::take(&mut st.upd_due) {
-                em.upd(id, st.recv_window.consumed(), window);
+                match &st.recv_flow {
+                    RecvFlow::Smux(w) => em.smux_upd(id, w.consumed(), limits.window as u32),
+                    RecvFlow::Yamux(_) => {
+                        let delta = take_window_delta(st, &limits);
+                        if delta > 0 {
+                            em.window_update(Flags::NONE, id, delta);
+                        }
+                    }
+                    RecvFlow::None => {}
+                }
             }
             if send_fin_if_ready(&mut em, st, id) {
-                finished.push(id);
+                check.push(id);
+                timers.push((id, TimerKind::Close));
             }
         }
 
@@ -110,16 +221,17 @@ impl Session {
             let Some(st) = self.streams.get_mut(&id) else {
                 continue;
             };
-            let (n, more) = send_data_frame(&mut em, st, id, &data_limits, &mut self.events);
+            let (n, more) = send_data_frame(&mut em, st, id, &limits, &mut self.events);
             framed += n;
             if more {
                 self.sched.requeue_data(id);
             } else {
-                // Out of data or credit: a write or an UPD queues it again.
+                // Out of data or credit: a write or a window update queues it again.
                 st.queued.data = false;
             }
             if send_fin_if_ready(&mut em, st, id) {
-                finished.push(id);
+                check.push(id);
+                timers.push((id, TimerKind::Close));
             }
         }
         em.flush();
@@ -135,7 +247,18 @@ impl Session {
                 }
             }
         }
-        for id in finished {
+        if self.is_yamux() {
+            for (id, kind) in timers {
+                let wanted = self.streams.get(&id).is_some_and(|st| match kind {
+                    TimerKind::Open => true,
+                    TimerKind::Close => !st.remote_fin && st.reset.is_none(),
+                });
+                if wanted {
+                    self.arm_stream_timer(id, kind, now);
+                }
+            }
+        }
+        for id in check {
             self.forget_if_done(id);
         }
         self.finish_closing_if_done();
@@ -144,15 +267,29 @@ impl Session {
 }
 
 struct DataLimits {
-    v2: bool,
     max_frame: usize,
     /// A blocked writer is woken once its send buffer is down to this, not at every
     /// frame: fewer wakeups, and each wakeup has room for a large write.
     wake_below: usize,
+    /// The receive window we announce (`max_stream_buffer`).
+    window: usize,
 }
 
-/// Sends one data frame of the stream, as large as its data, its credit (v2) and the
-/// frame size allow. Returns the payload length and whether the stream could send more.
+/// yamux: the window delta to announce now (Go's `sendWindowUpdate` arithmetic), recorded
+/// as sent. 0 for smux.
+fn take_window_delta(st: &mut StreamState, limits: &DataLimits) -> u32 {
+    match &mut st.recv_flow {
+        RecvFlow::Yamux(w) => {
+            let delta = w.delta(limits.window, st.recv_len);
+            w.on_update_sent(delta);
+            delta
+        }
+        _ => 0,
+    }
+}
+
+/// Sends one data frame of the stream, as large as its data, its credit and the frame
+/// size allow. Returns the payload length and whether the stream could send more.
 fn send_data_frame(
     em: &mut Emitter<'_>,
     st: &mut StreamState,
@@ -160,28 +297,24 @@ fn send_data_frame(
     limits: &DataLimits,
     events: &mut VecDeque<Event>,
 ) -> (usize, bool) {
-    let credit = if limits.v2 {
-        match st.send_window.credit() {
-            Ok(c) => c,
-            Err(o) => {
-                // Go's ErrConsumed: this stream can no longer write.
-                st.overconsumed = Some(o);
-                if std::mem::take(&mut st.write_waiting) {
-                    events.push_back(Event::Writable(StreamId(id)));
-                }
-                0
+    let credit = match st.send_flow.credit() {
+        Ok(c) => c,
+        Err(o) => {
+            // smux v2's ErrConsumed: this stream can no longer write.
+            st.overconsumed = Some(o);
+            if std::mem::take(&mut st.write_waiting) {
+                events.push_back(Event::Writable(StreamId(id)));
             }
+            0
         }
-    } else {
-        usize::MAX
     };
     let n = st.send.len().min(credit).min(limits.max_frame);
     if n == 0 {
         return (0, false);
     }
     let payload = st.send.split_to(n).freeze();
-    em.frame(Cmd::Psh, id, Some(payload));
-    st.send_window.on_sent(n);
+    em.data(id, payload);
+    st.send_flow.on_sent(n);
     if st.write_waiting && st.send.len() <= limits.wake_below {
         st.write_waiting = false;
         events.push_back(Event::Writable(StreamId(id)));
@@ -189,12 +322,12 @@ fn send_data_frame(
     (n, !st.send.is_empty() && credit > n)
 }
 
-/// Sends the stream's FIN if it is due; returns true if the stream is now done with.
+/// Sends the stream's FIN if it is due; returns true if it was sent.
 fn send_fin_if_ready(em: &mut Emitter<'_>, st: &mut StreamState, id: u32) -> bool {
     if !st.fin_ready() {
         return false;
     }
-    em.frame(Cmd::Fin, id, None);
+    em.fin(id);
     st.fin = Fin::Sent;
-    st.released
+    true
 }

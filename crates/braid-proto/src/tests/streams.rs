@@ -264,7 +264,7 @@ fn id_exhaustion_fails_opens_but_keeps_the_session() {
     for (who, last) in [(Client, u32::MAX), (Server, u32::MAX - 1)] {
         let mut p = Pair::new(Config::default());
         let live = p.session(who).open().unwrap();
-        p.session(who).set_last_id(last - 2);
+        p.session(who).set_next_id(last);
         let final_id = p.session(who).open().unwrap();
         assert_eq!(final_id.0, last);
         assert_eq!(p.session(who).open(), Err(OpenError::IdsExhausted));
@@ -292,7 +292,7 @@ fn protocol_violation_ends_the_session_with_a_typed_error() {
     // An UPD on a v1 session.
     let mut raw = bytes::BytesMut::from(&[1u8, 4, 8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
     let err = p.server.handle_input(p.now, &mut raw).unwrap_err();
-    let want = ConnectionError::Protocol(crate::frame::smux::FrameError::UpdOnV1 { stream_id: 3 });
+    let want: ConnectionError = crate::frame::smux::FrameError::UpdOnV1 { stream_id: 3 }.into();
     assert_eq!(err, want);
     assert_eq!(p.server.poll_event(), Some(Event::Closed(want.clone())));
     // Data received before the violation is still readable, then the error.

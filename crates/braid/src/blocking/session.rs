@@ -3,7 +3,7 @@
 use super::shared::{deadline_after, Inner};
 use super::stream::Stream;
 use super::{threads, Transport};
-use braid_proto::{Config, ConfigError, ConnectionError, OpenError, Side};
+use braid_proto::{Config, ConfigError, ConnectionError, Side};
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -85,7 +85,7 @@ impl Session {
     /// (`AddrNotAvailable`).
     pub fn open_stream(&self) -> io::Result<Stream> {
         let mut st = self.inner.lock();
-        let id = st.core.open().map_err(open_error)?;
+        let id = st.core.open().map_err(io::Error::from)?;
         st.stream_handles += 1;
         let waiters = Stream::register(&mut st, id);
         self.inner.kick(&mut st);
@@ -225,13 +225,4 @@ impl std::fmt::Debug for Session {
             .field("closed", &st.core.close_reason())
             .finish()
     }
-}
-
-fn open_error(e: OpenError) -> io::Error {
-    let kind = match &e {
-        OpenError::IdsExhausted => io::ErrorKind::AddrNotAvailable,
-        OpenError::Closing => io::ErrorKind::BrokenPipe,
-        OpenError::SessionClosed(c) => c.io_kind(),
-    };
-    io::Error::new(kind, e)
 }

@@ -133,6 +133,14 @@ impl Inner {
                         slot.waiters.write.notify_all();
                     }
                 }
+                Event::Reset(id) => {
+                    if let Some(slot) = st.streams.get(&id.0) {
+                        slot.waiters.read.notify_all();
+                        slot.waiters.write.notify_all();
+                    }
+                }
+                // yamux opens and pings are not offered by the blocking API yet.
+                Event::Openable | Event::Pong { .. } | Event::GoAway => self.app_cv.notify_all(),
                 Event::Closed(reason) => {
                     tracing::debug!(%reason, "session ended");
                     self.notify_everyone(st);

@@ -1,0 +1,204 @@
+//! Time: keepalives, the close timeout and yamux's per-stream timeouts.
+
+use super::{Session, State};
+use crate::config::Config;
+use crate::error::{ConnectionError, ResetReason};
+use crate::stream::Fin;
+use std::cmp::Ordering;
+use std::time::Instant;
+
+/// Keepalive state, started with the session as Go starts its tickers.
+#[derive(Debug)]
+pub(super) struct KeepAlive {
+    pub(super) next_ping: Instant,
+    /// smux: when to check that something arrived since the last check.
+    next_check: Instant,
+    /// smux: a frame was read since the last check (Go's `dataReady`).
+    pub(super) data_ready: bool,
+    /// smux: a NOP is due.
+    pub(super) nop_due: bool,
+    /// yamux: our keepalive ping awaiting its reply, and its deadline.
+    pub(super) ping: Option<(u32, Instant)>,
+}
+
+impl KeepAlive {
+    pub(super) fn new(config: &Config, now: Instant) -> Option<KeepAlive> {
+        (!config.keep_alive_disabled).then(|| KeepAlive {
+            next_ping: now + config.keep_alive_interval,
+            next_check: now + config.keep_alive_timeout,
+            data_ready: false,
+            nop_due: false,
+            ping: None,
+        })
+    }
+
+    fn next_deadline(&self, yamux: bool) -> Instant {
+        if yamux {
+            match self.ping {
+                Some((_, deadline)) => deadline.min(self.next_ping),
+                None => self.next_ping,
+            }
+        } else {
+            self.next_ping.min(self.next_check)
+        }
+    }
+}
+
+/// What a stream timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum TimerKind {
+    /// Our SYN must be acknowledged by then.
+    Open,
+    /// The peer's FIN must arrive by then, after ours.
+    Close,
+}
+
+/// A per-stream deadline. The heap may hold timers of streams that have moved on; they
+/// are checked against the stream's state when they fire.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct StreamTimer {
+    pub(super) at: Instant,
+    pub(super) id: u32,
+    pub(super) kind: TimerKind,
+}
+
+impl Ord for StreamTimer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Earliest first in the max-heap.
+        other
+            .at
+            .cmp(&self.at)
+            .then(other.id.cmp(&self.id))
+            .then(other.kind.cmp(&self.kind))
+    }
+}
+
+impl PartialOrd for StreamTimer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Session {
+    /// Advances timers to `now`: sends keepalives, ends the session on keepalive or
+    /// close timeout, resets yamux streams whose open or close timed out. Call it when
+    /// [`Session::poll_timeout`] has passed (earlier or more often is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.is_closed() {
+            return;
+        }
+        if let State::Closing { deadline } = self.state {
+            if now >= deadline {
+                self.fail(ConnectionError::LocallyClosed);
+                return;
+            }
+        }
+        self.fire_stream_timers(now);
+        if self.is_yamux() {
+            self.yamux_keep_alive(now);
+        } else {
+            self.smux_keep_alive(now);
+        }
+    }
+
+    fn smux_keep_alive(&mut self, now: Instant) {
+        let paused = self.reading_paused();
+        let interval = self.config.keep_alive_interval;
+        let timeout = self.config.keep_alive_timeout;
+        let Some(ka) = self.keep_alive.as_mut() else {
+            return;
+        };
+        if now >= ka.next_ping {
+            ka.nop_due = true;
+            ka.next_ping = now + interval;
+        }
+        if now >= ka.next_check {
+            // Go never times out while reading is paused on purpose.
+            if !ka.data_ready && !paused {
+                self.fail(ConnectionError::KeepAliveTimeout(timeout));
+                return;
+            }
+            ka.data_ready = false;
+            ka.next_check = now + timeout;
+        }
+    }
+
+    fn yamux_keep_alive(&mut self, now: Instant) {
+        let paused = self.reading_paused();
+        let interval = self.config.keep_alive_interval;
+        let timeout = self.config.keep_alive_timeout;
+        let Some(ka) = self.keep_alive.as_mut() else {
+            return;
+        };
+        if let Some((value, deadline)) = ka.ping {
+            if now >= deadline {
+                if !paused {
+                    self.fail(ConnectionError::KeepAliveTimeout(timeout));
+                    return;
+                }
+                // We cannot read the reply while reading is paused: wait longer.
+                ka.ping = Some((value, now + timeout));
+            }
+        }
+        if now >= ka.next_ping {
+            ka.next_ping = now + interval;
+            if ka.ping.is_none() {
+                let value = self.queue_ping(now);
+                if let Some(ka) = self.keep_alive.as_mut() {
+                    ka.ping = Some((value, now + timeout));
+                }
+            }
+        }
+    }
+
+    fn fire_stream_timers(&mut self, now: Instant) {
+        while self.stream_timers.peek().is_some_and(|t| t.at <= now) {
+            let t = self.stream_timers.pop().expect("peeked");
+            let Some(st) = self.streams.get(&t.id) else {
+                continue;
+            };
+            let expired = match t.kind {
+                TimerKind::Open => st.awaiting_ack,
+                TimerKind::Close => st.fin == Fin::Sent && !st.remote_fin,
+            };
+            if expired && st.reset.is_none() {
+                let reason = match t.kind {
+                    TimerKind::Open => ResetReason::OpenTimeout,
+                    TimerKind::Close => ResetReason::CloseTimeout,
+                };
+                self.reset_stream(t.id, reason, true);
+            }
+        }
+    }
+
+    pub(super) fn arm_stream_timer(&mut self, id: u32, kind: TimerKind, now: Instant) {
+        let after = match kind {
+            TimerKind::Open => self.config.stream_open_timeout,
+            TimerKind::Close => self.config.stream_close_timeout,
+        };
+        self.stream_timers.push(StreamTimer {
+            at: now + after,
+            id,
+            kind,
+        });
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let closing = match self.state {
+            State::Open => None,
+            State::Closing { deadline } => Some(deadline),
+            State::Closed(_) => return None,
+        };
+        let yamux = self.is_yamux();
+        [
+            closing,
+            self.keep_alive.as_ref().map(|ka| ka.next_deadline(yamux)),
+            self.stream_timers.peek().map(|t| t.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
