@@ -306,6 +306,11 @@ impl Session {
         }
         self.next_id = id.checked_add(2);
         let mut st = StreamState::new(self.config.protocol, true);
+        if self.is_yamux() {
+            // Counted from now, as Go takes its semaphore before writing the SYN.
+            st.awaiting_ack = true;
+            self.unacked += 1;
+        }
         self.sched.push_control(&mut st.queued, id);
         self.streams.insert(id, st);
         Ok(StreamId(id))

@@ -250,25 +250,32 @@ proptest! {
     /// its buffered data stays within the receive budget plus one frame.
     #[test]
     fn session_survives_garbage(
-        protocol in prop_oneof![Just(Protocol::SmuxV1), Just(Protocol::SmuxV2)],
+        protocol in prop_oneof![Just(Protocol::SmuxV1), Just(Protocol::SmuxV2), Just(Protocol::Yamux)],
         side in prop_oneof![Just(Side::Client), Just(Side::Server)],
         bytes in prop::collection::vec(any::<u8>(), 0..8192),
     ) {
         let now = Instant::now();
         let mut config = Config::new(protocol);
         config.max_receive_buffer = 4096;
-        config.max_stream_buffer = 4096;
+        if protocol != Protocol::Yamux {
+            config.max_stream_buffer = 4096; // yamux windows are at least 256 KiB
+        }
         config.accept_backlog = 4;
+        let largest_frame = if protocol == Protocol::Yamux { config.max_stream_buffer } else { 65535 };
         let mut s = Session::new(config, side, now);
         let mut buf = BytesMut::from(&bytes[..]);
         let result = s.handle_input(now, &mut buf);
         if let Err(e) = result {
-            prop_assert!(matches!(e, braid_proto::ConnectionError::Protocol(_)));
+            prop_assert!(matches!(
+                e,
+                braid_proto::ConnectionError::Protocol(_) | braid_proto::ConnectionError::GoAway(_)
+            ));
             prop_assert!(s.is_closed());
         }
-        prop_assert!(s.buffered_recv() <= 4096 + 65535);
+        prop_assert!(s.buffered_recv() <= 4096 + largest_frame);
         let mut out = Vec::new();
         s.poll_transmit(now, &mut out, 1 << 16);
+        s.handle_timeout(now + std::time::Duration::from_secs(3600));
     }
 }
 

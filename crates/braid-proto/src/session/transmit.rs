@@ -179,9 +179,7 @@ impl Session {
             if std::mem::take(&mut st.syn_due) {
                 let delta = take_window_delta(st, &limits);
                 em.syn(id, delta);
-                if matches!(em.wire, Wire::Yamux(_)) {
-                    st.awaiting_ack = true;
-                    self.unacked += 1;
+                if st.awaiting_ack {
                     timers.push((id, TimerKind::Open));
                 }
                 // The SYN takes the stream's first data frame along, so that a burst of
@@ -250,7 +248,7 @@ impl Session {
         if self.is_yamux() {
             for (id, kind) in timers {
                 let wanted = self.streams.get(&id).is_some_and(|st| match kind {
-                    TimerKind::Open => true,
+                    TimerKind::Open => st.awaiting_ack,
                     TimerKind::Close => !st.remote_fin && st.reset.is_none(),
                 });
                 if wanted {

@@ -10,14 +10,20 @@ fn secs(s: u64) -> Duration {
 
 #[test]
 fn idle_but_live_peer_is_not_timed_out() {
-    let mut p = Pair::new(Config::default());
+    for protocol in [Protocol::SmuxV1, Protocol::Yamux] {
+        idle_but_live(protocol);
+    }
+}
+
+fn idle_but_live(protocol: Protocol) {
+    let mut p = Pair::new(Config::new(protocol));
     let id = p.client.open().unwrap();
     p.drive();
+    let sid = p.accept(Server); // yamux: an unaccepted stream would time out
     p.advance(secs(600));
     assert!(!p.client.is_closed() && !p.server.is_closed());
     p.write_all(Client, id, b"still here");
     p.drive();
-    let sid = p.accept(Server);
     assert_eq!(p.read_available(Server, sid).0, b"still here");
 }
 
@@ -217,12 +223,14 @@ fn fairness(protocol: Protocol, streams: usize) {
 fn fairness_between_2_streams() {
     fairness(Protocol::SmuxV1, 2);
     fairness(Protocol::SmuxV2, 2);
+    fairness(Protocol::Yamux, 2);
 }
 
 #[test]
 fn fairness_between_100_streams() {
     fairness(Protocol::SmuxV1, 100);
     fairness(Protocol::SmuxV2, 100);
+    fairness(Protocol::Yamux, 100);
 }
 
 #[test]

@@ -3,3 +3,4 @@
 mod flow;
 mod pair;
 mod streams;
+mod yamux;

@@ -4,19 +4,25 @@ use super::pair::{Client, Pair, Server};
 use crate::{Config, ConnectionError, Event, OpenError, Protocol, ReadError, StreamId, WriteError};
 use rand::{Rng, RngCore};
 
-fn both_versions() -> [Config; 2] {
-    [Config::new(Protocol::SmuxV1), Config::new(Protocol::SmuxV2)]
+fn all_protocols() -> [Config; 3] {
+    [
+        Config::new(Protocol::SmuxV1),
+        Config::new(Protocol::SmuxV2),
+        Config::new(Protocol::Yamux),
+    ]
 }
 
 #[test]
 fn ids_are_gos_and_both_sides_open() {
-    for config in both_versions() {
+    for config in all_protocols() {
         let mut p = Pair::new(config);
         let c1 = p.client.open().unwrap();
         let c2 = p.client.open().unwrap();
         let s1 = p.server.open().unwrap();
         let s2 = p.server.open().unwrap();
-        assert_eq!([c1.0, c2.0, s1.0, s2.0], [3, 5, 2, 4]);
+        // Go smux adds 2 before the first use; yamux starts at 1.
+        let first = if config_is_yamux(&p) { 1 } else { 3 };
+        assert_eq!([c1.0, c2.0, s1.0, s2.0], [first, first + 2, 2, 4]);
         p.drive();
         assert!(p.server_events.contains(&Event::Incoming));
         assert!(p.client_events.contains(&Event::Incoming));
@@ -53,7 +59,7 @@ fn incoming_is_raised_once_per_empty_to_nonempty_queue() {
 /// complete and in order.
 #[test]
 fn ordered_delivery_across_many_streams() {
-    for config in both_versions() {
+    for config in all_protocols() {
         let mut p = Pair::new(config);
         p.max_chunk = 3000;
         let mut sent: Vec<(StreamId, Vec<u8>)> = Vec::new();
@@ -113,7 +119,7 @@ fn ordered_delivery_across_many_streams() {
 
 #[test]
 fn half_close_then_read_the_reply() {
-    for config in both_versions() {
+    for config in all_protocols() {
         let mut p = Pair::new(config);
         let id = p.client.open().unwrap();
         p.write_all(Client, id, b"request");
@@ -143,7 +149,7 @@ fn half_close_then_read_the_reply() {
 #[test]
 fn half_close_in_the_other_order() {
     // The accepting side finishes first, the opener keeps writing.
-    for config in both_versions() {
+    for config in all_protocols() {
         let mut p = Pair::new(config);
         let id = p.client.open().unwrap();
         p.drive();
@@ -310,9 +316,19 @@ fn protocol_violation_ends_the_session_with_a_typed_error() {
     assert!(!p.server.wants_read());
 }
 
+fn config_is_yamux(p: &Pair) -> bool {
+    p.client.config().protocol == Protocol::Yamux
+}
+
 #[test]
 fn graceful_session_close_flushes_data_and_fins() {
-    let mut config = Config::new(Protocol::SmuxV2);
+    for protocol in [Protocol::SmuxV2, Protocol::Yamux] {
+        graceful_close(protocol);
+    }
+}
+
+fn graceful_close(protocol: Protocol) {
+    let mut config = Config::new(protocol);
     config.max_frame_size = 4096;
     let mut p = Pair::new(config);
     let a = p.client.open().unwrap();

@@ -5,7 +5,7 @@ use braid::{Config, Protocol, Session, Side};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-pub const PROTOCOLS: [Protocol; 2] = [Protocol::SmuxV1, Protocol::SmuxV2];
+pub const PROTOCOLS: [Protocol; 3] = [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux];
 
 /// A client and a server session over an in-memory duplex pipe.
 pub fn duplex_pair(config: Config) -> (Session, Session) {
