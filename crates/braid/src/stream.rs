@@ -119,7 +119,8 @@ impl Stream {
         }
     }
 
-    /// The stream's id on the wire (client-opened odd from 3, server-opened even from 2).
+    /// The stream's id on the wire (smux: client odd from 3, server even from 2; yamux:
+    /// client odd from 1, server even from 2).
     pub fn id(&self) -> u32 {
         self.stream.id.0
     }

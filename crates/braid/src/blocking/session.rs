@@ -80,17 +80,28 @@ impl Session {
     }
 
     /// Opens a new stream. Its SYN is sent by the writer thread; data written right away
-    /// follows it. Never blocks. Fails when the session is closing or closed
-    /// (`BrokenPipe` or the kind of the reason it ended) or its stream ids are exhausted
+    /// follows it. yamux: blocks while `Config::max_unacked_opens` of our streams wait
+    /// for the peer's acknowledgement, as Go's `OpenStream` does. Fails when the session
+    /// is closing or closed (`BrokenPipe` or the kind of the reason it ended), the peer
+    /// sent GoAway (`ConnectionRefused`) or the stream ids are exhausted
     /// (`AddrNotAvailable`).
     pub fn open_stream(&self) -> io::Result<Stream> {
         let mut st = self.inner.lock();
-        let id = st.core.open().map_err(io::Error::from)?;
-        st.stream_handles += 1;
-        let waiters = Stream::register(&mut st, id);
-        self.inner.kick(&mut st);
-        drop(st);
-        Ok(Stream::new(self.inner.clone(), id, waiters))
+        loop {
+            match st.core.open() {
+                Ok(id) => {
+                    st.stream_handles += 1;
+                    let waiters = Stream::register(&mut st, id);
+                    self.inner.kick(&mut st);
+                    drop(st);
+                    return Ok(Stream::new(self.inner.clone(), id, waiters));
+                }
+                Err(braid_proto::OpenError::Blocked) if !st.writer_done => {
+                    st = self.inner.wait(&self.inner.app_cv, st, None, "open")?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Waits for the next stream the peer opens. Returns `None` once the session has

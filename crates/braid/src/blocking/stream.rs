@@ -129,7 +129,8 @@ impl Stream {
         }
     }
 
-    /// The stream's id on the wire (client-opened odd from 3, server-opened even from 2).
+    /// The stream's id on the wire (smux: client odd from 3, server even from 2; yamux:
+    /// client odd from 1, server even from 2).
     pub fn id(&self) -> u32 {
         self.stream.id.0
     }
@@ -148,6 +149,16 @@ impl Stream {
     pub fn shutdown_write(&self) {
         let mut st = self.stream.inner.lock();
         st.core.close_write(self.stream.id);
+        self.stream.inner.kick(&mut st);
+    }
+
+    /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux
+    /// sends RST (the peer's calls fail with `ConnectionReset`); smux has no RST, so the
+    /// peer sees end of stream and what it sends later is dropped.
+    pub fn reset(&self) {
+        let mut st = self.stream.inner.lock();
+        st.core.reset(self.stream.id);
+        self.stream.inner.dispatch(&mut st);
         self.stream.inner.kick(&mut st);
     }
 
