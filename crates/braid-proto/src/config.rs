@@ -23,6 +23,13 @@ pub enum Protocol {
     SmuxV2,
     /// hashicorp/yamux: per-stream windows, RST, ping, GoAway.
     Yamux,
+    /// Servers only: speak whatever the client speaks, told apart by its first byte
+    /// (smux's version byte is 1 or 2, yamux's is 0), so one listener serves all three.
+    /// Each protocol is then served with its Go defaults; braid's own fields
+    /// (`stream_send_buffer`, `max_send_buffer`, `close_timeout`, `keep_alive_disabled`)
+    /// are kept. Limit: a client that opens no stream sends nothing until its first
+    /// keepalive, and the server can open no stream until the client has spoken.
+    Auto,
 }
 
 impl Protocol {
@@ -31,7 +38,7 @@ impl Protocol {
         match self {
             Protocol::SmuxV1 => Some(Version::V1),
             Protocol::SmuxV2 => Some(Version::V2),
-            Protocol::Yamux => None,
+            Protocol::Yamux | Protocol::Auto => None,
         }
     }
 }
@@ -146,7 +153,7 @@ impl Config {
     /// Go's defaults with `protocol` set.
     pub fn new(protocol: Protocol) -> Config {
         match protocol {
-            Protocol::SmuxV1 | Protocol::SmuxV2 => Config {
+            Protocol::SmuxV1 | Protocol::SmuxV2 | Protocol::Auto => Config {
                 protocol,
                 ..Config::default()
             },
@@ -163,6 +170,33 @@ impl Config {
                 ..Config::default()
             },
         }
+    }
+
+    /// The configuration an [`Protocol::Auto`] session uses once it knows the client
+    /// speaks `protocol`: that protocol's defaults, with braid's own fields kept.
+    pub fn detected(&self, protocol: Protocol) -> Config {
+        Config {
+            keep_alive_disabled: self.keep_alive_disabled,
+            stream_send_buffer: self.stream_send_buffer,
+            max_send_buffer: self.max_send_buffer,
+            close_timeout: self.close_timeout,
+            ..Config::new(protocol)
+        }
+    }
+
+    /// [`Config::validate`], plus the rules that depend on the side: only a server can
+    /// detect the protocol ([`Protocol::Auto`]).
+    pub fn validate_for(&self, side: Side) -> Result<(), ConfigError> {
+        if self.protocol == Protocol::Auto && side == Side::Client {
+            return Err(ConfigError {
+                field: "protocol",
+                value: "Auto".into(),
+                allowed:
+                    "SmuxV1, SmuxV2 or Yamux for a client (Auto detects, so it is for servers)"
+                        .into(),
+            });
+        }
+        self.validate()
     }
 
     /// Checks every field as Go's `VerifyConfig` does, plus braid's own fields.

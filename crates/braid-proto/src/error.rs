@@ -43,6 +43,12 @@ pub enum ProtocolViolation {
     /// A SYN for a stream that is already open (yamux `ErrDuplicateStream`).
     #[error("peer opened stream {0}, which is already open")]
     DuplicateStream(u32),
+    /// [`Protocol::Auto`](crate::Protocol::Auto): the client's first byte is neither a
+    /// smux version (1, 2) nor yamux's (0).
+    #[error(
+        "peer's first byte 0x{0:02x} is no smux or yamux version: not a protocol braid speaks"
+    )]
+    UnknownProtocol(u8),
     /// A FIN on a stream the peer had already finished (yamux `ErrUnexpectedFlag`).
     #[error("peer sent a second FIN on stream {0}")]
     DuplicateFin(u32),

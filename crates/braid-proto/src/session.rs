@@ -13,7 +13,9 @@ mod timers;
 mod transmit;
 
 use crate::config::{Config, Side};
-use crate::error::{ConnectionError, OpenError, ReadError, ResetReason, WriteError};
+use crate::error::{
+    ConnectionError, OpenError, ProtocolViolation, ReadError, ResetReason, WriteError,
+};
 use crate::flow::ReceiveBudget;
 use crate::frame::{smux, yamux};
 use crate::sched::Scheduler;
@@ -68,6 +70,20 @@ enum State {
 enum Wire {
     Smux(smux::Codec),
     Yamux(yamux::Codec),
+    /// [`Protocol::Auto`](crate::Protocol::Auto) before the client's first byte.
+    Detect,
+}
+
+impl Wire {
+    fn for_config(config: &Config) -> Wire {
+        match (config.protocol.smux_version(), config.protocol) {
+            (Some(v), _) => Wire::Smux(smux::Codec::new(v)),
+            (None, crate::Protocol::Yamux) => {
+                Wire::Yamux(yamux::Codec::new(config.max_stream_buffer as u32))
+            }
+            (None, _) => Wire::Detect,
+        }
+    }
 }
 
 /// One side of a multiplexed connection, without I/O. See the [crate docs](crate) for the
@@ -133,21 +149,23 @@ impl Session {
     /// # Panics
     /// If `config` is invalid: validate user-supplied configs first.
     pub fn new(config: Config, side: Side, now: Instant) -> Session {
-        if let Err(e) = config.validate() {
+        if let Err(e) = config.validate_for(side) {
             panic!("{e}");
         }
-        let wire = match config.protocol.smux_version() {
-            Some(v) => Wire::Smux(smux::Codec::new(v)),
-            None => Wire::Yamux(yamux::Codec::new(config.max_stream_buffer as u32)),
-        };
+        let wire = Wire::for_config(&config);
         let first_id = match (wire, side) {
             // Go smux adds 2 to 1 (client) or 0 (server) before the first use.
             (Wire::Smux(_), Side::Client) => 3,
             (Wire::Yamux(_), Side::Client) => 1,
             (_, Side::Server) => 2,
+            (Wire::Detect, Side::Client) => unreachable!("validated: Auto is for servers"),
         };
         Session {
-            keep_alive: timers::KeepAlive::new(&config, now),
+            // Nothing is sent before the protocol is known.
+            keep_alive: match wire {
+                Wire::Detect => None,
+                _ => timers::KeepAlive::new(&config, now),
+            },
             wire,
             side,
             state: State::Open,
@@ -180,7 +198,8 @@ impl Session {
 
     // ---- getters ----
 
-    /// The session's configuration.
+    /// The session's configuration. For [`Protocol::Auto`](crate::Protocol::Auto), once
+    /// the client has spoken, the detected protocol's.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -287,6 +306,11 @@ impl Session {
         }
         if self.remote_go_away {
             return Err(OpenError::RemoteGoAway);
+        }
+        if matches!(self.wire, Wire::Detect) {
+            // The client has not spoken yet: we cannot know which protocol to open with.
+            self.open_waiting = true;
+            return Err(OpenError::Blocked);
         }
         if self.is_yamux() && self.unacked >= self.config.max_unacked_opens {
             self.open_waiting = true;
@@ -642,6 +666,26 @@ impl Session {
             self.events.push_back(Event::Reset(StreamId(id)));
         }
         self.forget_if_done(id);
+    }
+
+    /// [`Protocol::Auto`](crate::Protocol::Auto): settles on the protocol the client's
+    /// first byte names.
+    fn detect(&mut self, first: u8, now: Instant) -> Result<(), ConnectionError> {
+        use crate::Protocol;
+        let protocol = match first {
+            yamux::VERSION => Protocol::Yamux,
+            1 => Protocol::SmuxV1,
+            2 => Protocol::SmuxV2,
+            other => return Err(ProtocolViolation::UnknownProtocol(other).into()),
+        };
+        self.config = self.config.detected(protocol);
+        self.wire = Wire::for_config(&self.config);
+        self.budget = ReceiveBudget::new(self.config.max_receive_buffer);
+        self.keep_alive = timers::KeepAlive::new(&self.config, now);
+        if std::mem::take(&mut self.open_waiting) {
+            self.events.push_back(Event::Openable);
+        }
+        Ok(())
     }
 
     #[cfg(test)]

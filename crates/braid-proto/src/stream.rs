@@ -43,7 +43,8 @@ pub(crate) enum SendFlow {
 impl SendFlow {
     pub(crate) fn new(protocol: Protocol) -> SendFlow {
         match protocol {
-            Protocol::SmuxV1 => SendFlow::Unlimited,
+            // No stream exists before Auto has settled on a protocol.
+            Protocol::SmuxV1 | Protocol::Auto => SendFlow::Unlimited,
             Protocol::SmuxV2 => SendFlow::Smux(SendWindow::new()),
             Protocol::Yamux => SendFlow::Yamux(YAMUX_INITIAL_WINDOW),
         }
@@ -80,7 +81,7 @@ pub(crate) enum RecvFlow {
 impl RecvFlow {
     pub(crate) fn new(protocol: Protocol) -> RecvFlow {
         match protocol {
-            Protocol::SmuxV1 => RecvFlow::None,
+            Protocol::SmuxV1 | Protocol::Auto => RecvFlow::None,
             Protocol::SmuxV2 => RecvFlow::Smux(RecvWindow::default()),
             Protocol::Yamux => RecvFlow::Yamux(YamuxRecvWindow::new()),
         }

@@ -103,7 +103,7 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        config.validate()?;
+        config.validate_for(side)?;
         let core = braid_proto::Session::new(config, side, crate::now());
         let (local, peer) = addrs.unwrap_or((None, None));
         let inner = Arc::new(Inner::new(core, local, peer));

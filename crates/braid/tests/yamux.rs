@@ -101,3 +101,37 @@ async fn peer_go_away_with_an_error_code_ends_the_session() {
         .unwrap();
     assert_eq!(client.closed().await, ConnectionError::GoAway(2));
 }
+
+#[tokio::test]
+async fn one_auto_listener_serves_smux1_smux2_and_yamux_clients() {
+    use braid::{Session, Side};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        for _ in 0..3 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let session =
+                Session::from_tcp(tcp, Config::new(Protocol::Auto), Side::Server).unwrap();
+            tokio::spawn(async move {
+                while let Some(mut s) = session.accept_stream().await {
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await.unwrap();
+                    s.write_all(&got).await.unwrap();
+                    s.shutdown().await.unwrap();
+                }
+            });
+        }
+    });
+    for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client = Session::from_tcp(tcp, Config::new(protocol), Side::Client).unwrap();
+        let mut s = client.open_stream().await.unwrap();
+        let msg = format!("{protocol:?}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut echo = Vec::new();
+        s.read_to_end(&mut echo).await.unwrap();
+        assert_eq!(echo, msg.as_bytes());
+    }
+    server.await.unwrap();
+}

@@ -17,6 +17,11 @@ impl Session {
         buf: &mut BytesMut,
     ) -> Result<(), ConnectionError> {
         self.now = self.now.max(now);
+        if matches!(self.wire, Wire::Detect) && !buf.is_empty() && !self.is_closed() {
+            if let Err(e) = self.detect(buf[0], now) {
+                self.fail(e);
+            }
+        }
         while self.wants_read() {
             let result: Result<Option<()>, ConnectionError> = match self.wire {
                 Wire::Smux(codec) => match codec.decode(buf) {
@@ -27,6 +32,7 @@ impl Session {
                     Ok(f) => Ok(f.map(|f| self.on_yamux(f, now))),
                     Err(e) => Err(e.into()),
                 },
+                Wire::Detect => Ok(None),
             };
             match result {
                 Ok(Some(())) => {

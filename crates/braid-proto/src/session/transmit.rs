@@ -67,6 +67,7 @@ impl Emitter<'_> {
             Wire::Yamux(c) => {
                 self.yamux_header(c, yamux::Type::Data, Flags::NONE, id, p.len() as u32)
             }
+            Wire::Detect => return,
         }
         self.payload(p);
     }
@@ -75,6 +76,7 @@ impl Emitter<'_> {
         match self.wire {
             Wire::Smux(c) => self.smux_header(c, Cmd::Syn, 0, id),
             Wire::Yamux(_) => self.window_update(Flags::SYN, id, delta),
+            Wire::Detect => {}
         }
     }
 
@@ -82,6 +84,7 @@ impl Emitter<'_> {
         match self.wire {
             Wire::Smux(c) => self.smux_header(c, Cmd::Fin, 0, id),
             Wire::Yamux(_) => self.window_update(Flags::FIN, id, 0),
+            Wire::Detect => {}
         }
     }
 

@@ -476,3 +476,44 @@ fn burst_of_opens_keeps_each_streams_first_data_with_its_syn() {
         p.server.close_stream(id);
     }
 }
+
+#[test]
+fn auto_server_speaks_whatever_the_client_speaks() {
+    for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
+        let mut p = Pair::with_configs(Config::new(protocol), Config::new(Protocol::Auto), 7);
+        // Before the client speaks, the server cannot know how to open a stream.
+        assert_eq!(p.server.open(), Err(OpenError::Blocked));
+        let id = p.client.open().unwrap();
+        p.write_all(Client, id, b"which protocol?");
+        p.drive();
+        assert_eq!(p.server.config().protocol, protocol);
+        assert_eq!(*p.server.config(), Config::new(protocol).detected(protocol));
+        assert!(p.server_events.contains(&Event::Openable));
+        let sid = p.accept(Server);
+        assert_eq!(p.read_available(Server, sid).0, b"which protocol?");
+        // Now the server opens streams of the detected protocol.
+        let back = p.server.open().unwrap();
+        p.write_all(Server, back, b"this one");
+        p.drive();
+        let cid = p.accept(Client);
+        assert_eq!(p.read_available(Client, cid).0, b"this one");
+    }
+}
+
+#[test]
+fn auto_server_refuses_what_is_no_protocol() {
+    let now = std::time::Instant::now();
+    let mut s = crate::Session::new(Config::new(Protocol::Auto), crate::Side::Server, now);
+    let mut junk = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+    assert_eq!(
+        s.handle_input(now, &mut junk),
+        Err(crate::ProtocolViolation::UnknownProtocol(b'G').into())
+    );
+    assert_eq!(
+        Config::new(Protocol::Auto)
+            .validate_for(crate::Side::Client)
+            .unwrap_err()
+            .field,
+        "protocol"
+    );
+}

@@ -56,7 +56,7 @@ impl Session {
 
     /// Starts a session over `io` on the given side; see [`Session::client`].
     pub fn new<T: Transport>(io: T, config: Config, side: Side) -> Result<Session, ConfigError> {
-        config.validate()?;
+        config.validate_for(side)?;
         let (local, peer) = io.socket_addrs();
         let core = braid_proto::Session::new(config, side, Instant::now());
         let inner = Arc::new(Inner::new(core, local, peer));
@@ -74,7 +74,7 @@ impl Session {
     /// Connects to `addr` over TCP (trying each resolved address in turn, as
     /// `TcpStream::connect`) and starts the client side of a session.
     pub fn connect(addr: impl ToSocketAddrs, config: Config) -> io::Result<Session> {
-        config.validate()?;
+        config.validate_for(Side::Client)?;
         let tcp = TcpStream::connect(addr)?;
         Session::from_tcp(tcp, config, Side::Client)
     }
