@@ -4,7 +4,7 @@
 //! Workload: N streams (TCP: N connections) each write `bytes / N` in `chunk`-sized writes,
 //! then half-close; the receiving side reads each to the end and replies one byte. The
 //! time is from the first open to the last reply. Runs are repeated and interleaved
-//! (TCP, smux1, smux2, TCP, ...) so that a noisy machine affects all alike; the table
+//! (TCP, smux1, smux2, yamux, TCP, ...) so that a noisy machine affects all alike; the table
 //! shows medians.
 
 use braid::{Config, Protocol, Session, Side};
@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Protocols to measure besides raw TCP (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "smux1,smux2")]
+    #[arg(long, value_delimiter = ',', default_value = "smux1,smux2,yamux")]
     proto: Vec<Proto>,
     /// Stream counts to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
@@ -49,6 +49,8 @@ enum Proto {
     Smux1,
     /// smux version 2.
     Smux2,
+    /// yamux.
+    Yamux,
 }
 
 impl Proto {
@@ -57,6 +59,7 @@ impl Proto {
             Proto::Tcp => "tcp",
             Proto::Smux1 => "smux1",
             Proto::Smux2 => "smux2",
+            Proto::Yamux => "yamux",
         }
     }
 
@@ -65,6 +68,7 @@ impl Proto {
             Proto::Tcp => None,
             Proto::Smux1 => Some(Protocol::SmuxV1),
             Proto::Smux2 => Some(Protocol::SmuxV2),
+            Proto::Yamux => Some(Protocol::Yamux),
         }
     }
 }

@@ -175,6 +175,11 @@ fn integrity_50_streams_both_directions_v2() {
     within(120, || integrity(Protocol::SmuxV2, 2));
 }
 
+#[test]
+fn integrity_50_streams_both_directions_yamux() {
+    within(120, || integrity(Protocol::Yamux, 3));
+}
+
 // ---- 2. half-close ----
 
 #[test]

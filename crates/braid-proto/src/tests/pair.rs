@@ -21,6 +21,8 @@ pub(crate) use Who::{Client, Server};
 #[derive(Default)]
 struct Wire {
     in_flight: BytesMut,
+    /// With latency: sent bytes and when they arrive, not yet in `in_flight`.
+    delayed: std::collections::VecDeque<(Instant, Bytes)>,
     read_buf: BytesMut,
     /// Blackholed: bytes are sent but never delivered.
     cut: bool,
@@ -37,6 +39,8 @@ pub(crate) struct Pair {
     pub(crate) max_chunk: usize,
     /// Bytes each side may transmit per step (None: as much as it wants).
     pub(crate) link_capacity: Option<usize>,
+    /// One-way delay of each wire.
+    pub(crate) latency: Duration,
     pub(crate) client_events: Vec<Event>,
     pub(crate) server_events: Vec<Event>,
 }
@@ -57,6 +61,7 @@ impl Pair {
             to_client: Wire::default(),
             max_chunk: 4096,
             link_capacity: None,
+            latency: Duration::ZERO,
             client_events: Vec::new(),
             server_events: Vec::new(),
         }
@@ -123,8 +128,8 @@ impl Pair {
             sent += n;
         }
         if !wire.cut {
-            for c in &chunks {
-                wire.in_flight.extend_from_slice(c);
+            for c in chunks {
+                wire.delayed.push_back((now + self.latency, c));
             }
         }
         sent > 0
@@ -138,6 +143,10 @@ impl Pair {
             Server => (&mut self.server, &mut self.to_server),
         };
         let mut moved = false;
+        while wire.delayed.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, c) = wire.delayed.pop_front().expect("checked");
+            wire.in_flight.extend_from_slice(&c);
+        }
         loop {
             if !wire.in_flight.is_empty() {
                 let k = self.rng.gen_range(1..=max_chunk).min(wire.in_flight.len());
@@ -168,9 +177,13 @@ impl Pair {
     /// drives the pair after each.
     pub(crate) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
+        self.drive(); // put what is due on the wires first
         loop {
+            let arrivals =
+                [&self.to_server, &self.to_client].map(|w| w.delayed.front().map(|(at, _)| *at));
             let next = [self.client.poll_timeout(), self.server.poll_timeout()]
                 .into_iter()
+                .chain(arrivals)
                 .flatten()
                 .min();
             match next {

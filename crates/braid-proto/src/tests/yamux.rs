@@ -561,3 +561,20 @@ fn open_write_drop_cycles_leave_nothing_behind() {
     assert_eq!(accepted, 3000);
     assert_eq!((p.client.num_streams(), p.server.num_streams()), (0, 0));
 }
+
+#[test]
+fn ping_rtt_over_a_link_with_latency() {
+    let mut config = Config::new(Protocol::Yamux);
+    config.keep_alive_disabled = true;
+    let mut p = Pair::new(config);
+    p.latency = Duration::from_millis(25);
+    let id = p.client.ping(p.now).unwrap();
+    p.advance(Duration::from_millis(200));
+    assert_eq!(
+        p.client_events,
+        vec![Event::Pong {
+            id,
+            rtt: Duration::from_millis(50)
+        }]
+    );
+}
