@@ -94,6 +94,15 @@ pub struct Config {
     /// yamux: after our FIN, the peer's FIN must arrive within this time, or the stream
     /// is reset. Default 5 min.
     pub stream_close_timeout: Duration,
+    /// yamux: grow a stream's receive window while its window updates come faster than
+    /// two round trips (the window, not the reader, limits it), up to
+    /// `auto_window_max`, with all streams' growth bounded by `max_receive_buffer`.
+    /// Round trips are measured with pings. Off by default: Go never grows windows, and
+    /// memory use stays as Go's.
+    pub window_auto_tuning: bool,
+    /// yamux with `window_auto_tuning`: the largest window one stream may grow to.
+    /// Default 16 MiB.
+    pub auto_window_max: usize,
     /// Bytes one stream may have waiting to be framed before its writes block.
     /// Default: 256 KiB.
     pub stream_send_buffer: usize,
@@ -116,6 +125,8 @@ impl Default for Config {
             max_stream_buffer: 65536,
             accept_backlog: 1024,
             max_unacked_opens: 256,
+            window_auto_tuning: false,
+            auto_window_max: 16 * 1024 * 1024,
             stream_open_timeout: Duration::from_secs(75),
             stream_close_timeout: Duration::from_secs(300),
             stream_send_buffer: 256 * 1024,
@@ -177,6 +188,7 @@ impl Config {
     pub fn detected(&self, protocol: Protocol) -> Config {
         Config {
             keep_alive_disabled: self.keep_alive_disabled,
+            window_auto_tuning: self.window_auto_tuning,
             stream_send_buffer: self.stream_send_buffer,
             max_send_buffer: self.max_send_buffer,
             close_timeout: self.close_timeout,
@@ -260,6 +272,15 @@ impl Config {
                 "max_stream_buffer",
                 self.max_stream_buffer,
                 "262144..=2147483647 (yamux windows start at 256 KiB)",
+            )?;
+            check(
+                (self.max_stream_buffer..=I32_MAX).contains(&self.auto_window_max),
+                "auto_window_max",
+                self.auto_window_max,
+                format!(
+                    "max_stream_buffer ({})..=2147483647",
+                    self.max_stream_buffer
+                ),
             )?;
             check(
                 self.max_unacked_opens >= 1,

@@ -1,6 +1,8 @@
 //! Flow control: the session receive budget (Go's token bucket) and the smux v2
 //! per-stream windows, with the same arithmetic as Go so that both ends agree.
 
+use std::time::{Duration, Instant};
+
 /// The peer's window before its first UPD: Go's `initialPeerWindow`, which is larger
 /// than the default `MaxStreamBuffer` (65536).
 pub const INITIAL_PEER_WINDOW: u32 = 262_144;
@@ -127,12 +129,18 @@ pub const YAMUX_INITIAL_WINDOW: u32 = 256 * 1024;
 pub(crate) struct YamuxRecvWindow {
     /// Bytes the peer may still send before our next update.
     window: u32,
+    /// The window we aim to offer: `max_stream_buffer`, or more once auto-tuning grew it.
+    pub(crate) max: u32,
+    /// When the last update went out (auto-tuning).
+    last_update: Option<Instant>,
 }
 
 impl YamuxRecvWindow {
-    pub(crate) fn new() -> YamuxRecvWindow {
+    pub(crate) fn new(max: usize) -> YamuxRecvWindow {
         YamuxRecvWindow {
             window: YAMUX_INITIAL_WINDOW,
+            max: max as u32,
+            last_update: None,
         }
     }
 
@@ -157,18 +165,74 @@ impl YamuxRecvWindow {
     }
 
     /// The delta Go would announce now: `(max - buffered) - window`.
-    pub(crate) fn delta(&self, max: usize, buffered: usize) -> u32 {
-        (max.saturating_sub(buffered) as u64).saturating_sub(self.window as u64) as u32
+    pub(crate) fn delta(&self, buffered: usize) -> u32 {
+        ((self.max as usize).saturating_sub(buffered) as u64).saturating_sub(self.window as u64)
+            as u32
     }
 
     /// Whether an update is worth sending after a read: at least half the window.
-    pub(crate) fn update_due(&self, max: usize, buffered: usize) -> bool {
-        self.delta(max, buffered) as usize >= max / 2
+    pub(crate) fn update_due(&self, buffered: usize) -> bool {
+        self.delta(buffered) >= self.max / 2
     }
 
     /// Records that `delta` was announced.
     pub(crate) fn on_update_sent(&mut self, delta: u32) {
         self.window = self.window.saturating_add(delta);
+    }
+}
+
+/// Receive-window auto-tuning (yamux, off by default): a stream whose window updates
+/// follow each other faster than two round trips is limited by its window, not by its
+/// reader, so its window doubles, up to `cap`, while all streams' growth together stays
+/// within `limit` bytes.
+#[derive(Debug)]
+pub(crate) struct WindowTuner {
+    /// The latest measured round trip.
+    pub(crate) rtt: Option<Duration>,
+    /// The ping sent to measure it, not reported to the application.
+    pub(crate) probe: Option<u32>,
+    base: u32,
+    cap: u32,
+    limit: usize,
+    /// Bytes of window granted beyond `base`, all streams.
+    granted: usize,
+}
+
+impl WindowTuner {
+    pub(crate) fn new(base: usize, cap: usize, limit: usize) -> WindowTuner {
+        WindowTuner {
+            rtt: None,
+            probe: None,
+            base: base as u32,
+            cap: cap as u32,
+            limit,
+            granted: 0,
+        }
+    }
+
+    /// Called as a window update is about to be sent at `now`.
+    pub(crate) fn on_update(&mut self, w: &mut YamuxRecvWindow, now: Instant) {
+        if let (Some(rtt), Some(last)) = (self.rtt, w.last_update) {
+            if now.saturating_duration_since(last) < 2 * rtt && w.max < self.cap {
+                let grown = w.max.saturating_mul(2).min(self.cap);
+                let extra = (grown - w.max) as usize;
+                if self.granted + extra <= self.limit {
+                    self.granted += extra;
+                    w.max = grown;
+                }
+            }
+        }
+        w.last_update = Some(now);
+    }
+
+    /// Gives back a forgotten stream's growth.
+    pub(crate) fn release(&mut self, w: &YamuxRecvWindow) {
+        self.granted -= (w.max - self.base) as usize;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn granted(&self) -> usize {
+        self.granted
     }
 }
 
@@ -226,15 +290,44 @@ mod tests {
 
     #[test]
     fn yamux_window_update_as_go_computes_it() {
-        let max = 256 * 1024;
-        let mut w = YamuxRecvWindow::new();
+        let mut w = YamuxRecvWindow::new(256 * 1024);
         assert!(w.on_data(200 * 1024));
         // The application read 131072 of the 204800 bytes: 73728 still buffered.
-        assert!(w.update_due(max, 73728));
-        assert_eq!(w.delta(max, 73728), 131072); // what Go sent in the golden capture
+        assert!(w.update_due(73728));
+        assert_eq!(w.delta(73728), 131072); // what Go sent in the golden capture
         w.on_update_sent(131072);
-        assert!(!w.update_due(max, 73728));
+        assert!(!w.update_due(73728));
         assert!(!w.on_data(300 * 1024), "overrun");
+    }
+
+    #[test]
+    fn tuner_doubles_fast_updating_windows_within_the_limit() {
+        let base = 256 * 1024;
+        let mut t = WindowTuner::new(base, 1 << 20, 1 << 20);
+        let t0 = Instant::now();
+        let mut a = YamuxRecvWindow::new(base);
+        let mut b = YamuxRecvWindow::new(base);
+        t.on_update(&mut a, t0); // no RTT yet: nothing grows
+        t.rtt = Some(Duration::from_millis(10));
+        t.on_update(&mut a, t0 + Duration::from_millis(5));
+        assert_eq!(a.max as usize, 2 * base);
+        t.on_update(&mut a, t0 + Duration::from_millis(10));
+        assert_eq!(a.max, 1 << 20, "capped");
+        t.on_update(&mut a, t0 + Duration::from_millis(15));
+        assert_eq!(a.max, 1 << 20);
+        // Slow updates (reader-limited) do not grow.
+        t.on_update(&mut b, t0);
+        t.on_update(&mut b, t0 + Duration::from_millis(50));
+        assert_eq!(b.max as usize, base);
+        // The session limit: a's growth (768 KiB) leaves 256 KiB, b can double once.
+        t.on_update(&mut b, t0 + Duration::from_millis(51));
+        assert_eq!(b.max as usize, 2 * base);
+        assert_eq!(t.granted(), 1 << 20);
+        t.on_update(&mut b, t0 + Duration::from_millis(52));
+        assert_eq!(b.max as usize, 2 * base, "limit reached");
+        t.release(&a);
+        t.release(&b);
+        assert_eq!(t.granted(), 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::{Config, Side};
 use crate::error::{
     ConnectionError, OpenError, ProtocolViolation, ReadError, ResetReason, WriteError,
 };
-use crate::flow::ReceiveBudget;
+use crate::flow::{ReceiveBudget, WindowTuner};
 use crate::frame::{smux, yamux};
 use crate::sched::Scheduler;
 use crate::stream::{Fin, StreamId, StreamState};
@@ -79,7 +79,11 @@ impl Wire {
         match (config.protocol.smux_version(), config.protocol) {
             (Some(v), _) => Wire::Smux(smux::Codec::new(v)),
             (None, crate::Protocol::Yamux) => {
-                Wire::Yamux(yamux::Codec::new(config.max_stream_buffer as u32))
+                let largest = match config.window_auto_tuning {
+                    true => config.auto_window_max,
+                    false => config.max_stream_buffer,
+                };
+                Wire::Yamux(yamux::Codec::new(largest as u32))
             }
             (None, _) => Wire::Detect,
         }
@@ -135,6 +139,8 @@ pub struct Session {
     /// Pings to send, and replies owed to the peer.
     pings_due: VecDeque<u32>,
     pongs_due: VecDeque<u32>,
+    /// Receive-window auto-tuning, when configured.
+    tuner: Option<WindowTuner>,
 }
 
 /// Replies owed and refusals queued are bounded: a peer that floods pings or SYNs while
@@ -149,6 +155,12 @@ impl Session {
     /// # Panics
     /// If `config` is invalid: validate user-supplied configs first.
     pub fn new(config: Config, side: Side, now: Instant) -> Session {
+        let mut s = Session::unstarted(config, side, now);
+        s.start_tuner(now);
+        s
+    }
+
+    fn unstarted(config: Config, side: Side, now: Instant) -> Session {
         if let Err(e) = config.validate_for(side) {
             panic!("{e}");
         }
@@ -192,7 +204,21 @@ impl Session {
             next_ping_value: 0,
             pings_due: VecDeque::new(),
             pongs_due: VecDeque::new(),
+            tuner: None,
             config,
+        }
+    }
+
+    /// Starts auto-tuning for yamux when configured, with a first ping to learn the RTT.
+    fn start_tuner(&mut self, now: Instant) {
+        if self.is_yamux() && self.config.window_auto_tuning {
+            let mut tuner = WindowTuner::new(
+                self.config.max_stream_buffer,
+                self.config.auto_window_max,
+                self.config.max_receive_buffer,
+            );
+            tuner.probe = Some(self.queue_ping(now));
+            self.tuner = Some(tuner);
         }
     }
 
@@ -329,7 +355,7 @@ impl Session {
             return Err(OpenError::IdsExhausted);
         }
         self.next_id = id.checked_add(2);
-        let mut st = StreamState::new(self.config.protocol, true);
+        let mut st = StreamState::new(self.config.protocol, self.config.max_stream_buffer, true);
         if self.is_yamux() {
             // Counted from now, as Go takes its semaphore before writing the SYN.
             st.awaiting_ack = true;
@@ -623,6 +649,11 @@ impl Session {
             if st.awaiting_ack {
                 self.unacked -= 1;
             }
+            if let (Some(tuner), crate::stream::RecvFlow::Yamux(w)) =
+                (&mut self.tuner, &st.recv_flow)
+            {
+                tuner.release(w);
+            }
             self.streams.remove(&id);
         }
     }
@@ -682,6 +713,7 @@ impl Session {
         self.wire = Wire::for_config(&self.config);
         self.budget = ReceiveBudget::new(self.config.max_receive_buffer);
         self.keep_alive = timers::KeepAlive::new(&self.config, now);
+        self.start_tuner(now);
         if std::mem::take(&mut self.open_waiting) {
             self.events.push_back(Event::Openable);
         }
@@ -691,6 +723,11 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn set_next_id(&mut self, id: u32) {
         self.next_id = Some(id);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tuner_granted(&self) -> Option<usize> {
+        self.tuner.as_ref().map(|t| t.granted())
     }
 
     #[cfg(test)]

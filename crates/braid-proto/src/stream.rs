@@ -79,11 +79,11 @@ pub(crate) enum RecvFlow {
 }
 
 impl RecvFlow {
-    pub(crate) fn new(protocol: Protocol) -> RecvFlow {
+    pub(crate) fn new(protocol: Protocol, window: usize) -> RecvFlow {
         match protocol {
             Protocol::SmuxV1 | Protocol::Auto => RecvFlow::None,
             Protocol::SmuxV2 => RecvFlow::Smux(RecvWindow::default()),
-            Protocol::Yamux => RecvFlow::Yamux(YamuxRecvWindow::new()),
+            Protocol::Yamux => RecvFlow::Yamux(YamuxRecvWindow::new(window)),
         }
     }
 
@@ -93,7 +93,7 @@ impl RecvFlow {
         match self {
             RecvFlow::None => false,
             RecvFlow::Smux(w) => w.on_read(n, window),
-            RecvFlow::Yamux(w) => w.update_due(window, buffered),
+            RecvFlow::Yamux(w) => w.update_due(buffered),
         }
     }
 }
@@ -139,12 +139,12 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn new(protocol: Protocol, syn_due: bool) -> StreamState {
+    pub(crate) fn new(protocol: Protocol, window: usize, syn_due: bool) -> StreamState {
         StreamState {
             recv: VecDeque::new(),
             recv_len: 0,
             remote_fin: false,
-            recv_flow: RecvFlow::new(protocol),
+            recv_flow: RecvFlow::new(protocol, window),
             upd_due: false,
             read_waiting: true,
             send: BytesMut::new(),

@@ -189,16 +189,23 @@ impl Session {
                 return;
             };
             let (_, sent) = self.pings.remove(pos).expect("position found");
-            let keepalive = self
-                .keep_alive
-                .as_mut()
-                .filter(|ka| ka.ping.is_some_and(|(v, _)| v == value));
-            match keepalive {
-                Some(ka) => ka.ping = None,
-                None => self.events.push_back(Event::Pong {
-                    id: value,
-                    rtt: now.saturating_duration_since(sent),
-                }),
+            let rtt = now.saturating_duration_since(sent);
+            let mut internal = false;
+            if let Some(ka) = self.keep_alive.as_mut() {
+                if ka.ping.is_some_and(|(v, _)| v == value) {
+                    ka.ping = None;
+                    internal = true;
+                }
+            }
+            if let Some(tuner) = self.tuner.as_mut() {
+                tuner.rtt = Some(rtt);
+                if tuner.probe == Some(value) {
+                    tuner.probe = None;
+                    internal = true;
+                }
+            }
+            if !internal {
+                self.events.push_back(Event::Pong { id: value, rtt });
             }
         }
     }
@@ -208,8 +215,8 @@ impl Session {
     }
 
     fn queue_incoming(&mut self, id: u32) {
-        self.streams
-            .insert(id, StreamState::new(self.config.protocol, false));
+        let st = StreamState::new(self.config.protocol, self.config.max_stream_buffer, false);
+        self.streams.insert(id, st);
         self.accept_queue.push_back(id);
         if self.accept_waiting {
             self.accept_waiting = false;
@@ -221,7 +228,6 @@ impl Session {
         if data.is_empty() {
             return;
         }
-        let window = self.config.max_stream_buffer;
         let Some(st) = self.streams.get_mut(&stream_id) else {
             return;
         };
@@ -229,7 +235,7 @@ impl Session {
             // Dropped: for smux as Go drops data of streams it does not know. yamux gives
             // the window back at once, so that the peer's writer is not left stuck.
             if let RecvFlow::Yamux(w) = &st.recv_flow {
-                if w.update_due(window, 0) {
+                if w.update_due(0) {
                     st.upd_due = true;
                     self.sched.push_control(&mut st.queued, stream_id);
                 }

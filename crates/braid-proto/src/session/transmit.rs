@@ -180,7 +180,7 @@ impl Session {
                 continue;
             }
             if std::mem::take(&mut st.syn_due) {
-                let delta = take_window_delta(st, &limits);
+                let delta = take_window_delta(st);
                 em.syn(id, delta);
                 if st.awaiting_ack {
                     timers.push((id, TimerKind::Open));
@@ -193,15 +193,18 @@ impl Session {
                 framed += send_data_frame(&mut em, st, id, &limits, &mut self.events).0;
             }
             if std::mem::take(&mut st.ack_due) {
-                let delta = take_window_delta(st, &limits);
+                let delta = take_window_delta(st);
                 em.window_update(Flags::ACK, id, delta);
                 st.upd_due = false;
             }
             if std::mem::take(&mut st.upd_due) {
-                match &st.recv_flow {
+                match &mut st.recv_flow {
                     RecvFlow::Smux(w) => em.smux_upd(id, w.consumed(), limits.window as u32),
-                    RecvFlow::Yamux(_) => {
-                        let delta = take_window_delta(st, &limits);
+                    RecvFlow::Yamux(w) => {
+                        if let Some(tuner) = self.tuner.as_mut() {
+                            tuner.on_update(w, now);
+                        }
+                        let delta = take_window_delta(st);
                         if delta > 0 {
                             em.window_update(Flags::NONE, id, delta);
                         }
@@ -278,10 +281,10 @@ struct DataLimits {
 
 /// yamux: the window delta to announce now (Go's `sendWindowUpdate` arithmetic), recorded
 /// as sent. 0 for smux.
-fn take_window_delta(st: &mut StreamState, limits: &DataLimits) -> u32 {
+fn take_window_delta(st: &mut StreamState) -> u32 {
     match &mut st.recv_flow {
         RecvFlow::Yamux(w) => {
-            let delta = w.delta(limits.window, st.recv_len);
+            let delta = w.delta(st.recv_len);
             w.on_update_sent(delta);
             delta
         }

@@ -578,3 +578,39 @@ fn ping_rtt_over_a_link_with_latency() {
         }]
     );
 }
+
+/// Bytes delivered on one stream in `span` of virtual time over a link with `latency`.
+fn bulk_over_latency(tuning: bool, latency: Duration, span: Duration) -> (usize, Session) {
+    let mut config = Config::new(Protocol::Yamux);
+    config.keep_alive_disabled = true;
+    config.window_auto_tuning = tuning;
+    config.auto_window_max = 4 << 20;
+    let mut p = Pair::new(config);
+    p.latency = latency;
+    let id = p.client.open().unwrap();
+    p.advance(latency * 4);
+    let sid = p.accept(Server);
+    let chunk = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    let end = p.now + span;
+    while p.now < end {
+        let _ = p.client.write(id, &chunk);
+        p.advance(Duration::from_millis(1));
+        got += p.read_available(Server, sid).0.len();
+        // Never more in flight than the largest window allows.
+        assert!(p.server.buffered_recv() <= 4 << 20);
+    }
+    (got, p.server)
+}
+
+#[test]
+fn window_auto_tuning_lifts_a_latency_bound_stream() {
+    let latency = Duration::from_millis(10);
+    let span = Duration::from_secs(1);
+    let (fixed, _) = bulk_over_latency(false, latency, span);
+    let (tuned, server) = bulk_over_latency(true, latency, span);
+    // 256 KiB per 20 ms round trip is about 13 MB/s; a window grown to 4 MiB allows far more.
+    assert!(fixed < 16 << 20, "fixed window moved {fixed}");
+    assert!(tuned > 4 * fixed, "tuned {tuned} vs fixed {fixed}");
+    assert!(server.tuner_granted().unwrap() <= server.config().max_receive_buffer);
+}
