@@ -94,6 +94,20 @@ pub struct Config {
     /// yamux: after our FIN, the peer's FIN must arrive within this time, or the stream
     /// is reset. Default 5 min.
     pub stream_close_timeout: Duration,
+    /// Default idle timeout of every stream: a stream on which no data moved either way
+    /// for this long is reset (yamux RST, smux FIN) and its calls fail with `TimedOut`.
+    /// Per stream: `Session::set_idle_timeout`. Default: none (Go smux and yamux have
+    /// none; gmux's is 5 minutes).
+    pub idle_timeout: Option<Duration>,
+    /// smux: send and accept gmux stream names as SYN payload
+    /// (`Session::open_named`). Plain smux peers reject a SYN payload, so both ends must
+    /// enable it. Not available with yamux. Default: off.
+    pub stream_names: bool,
+    /// Called once for each stream the application holds when it ends, with why (see
+    /// [`Session::stream_end`](crate::Session::stream_end)). The tokio layer calls it
+    /// outside its lock, so it may use the session; the blocking layer does not call it
+    /// yet. Default: none.
+    pub on_stream_end: Option<StreamEndCallback>,
     /// yamux: grow a stream's receive window while its window updates come faster than
     /// two round trips (the window, not the reader, limits it), up to
     /// `auto_window_max`, with all streams' growth bounded by `max_receive_buffer`.
@@ -126,6 +140,9 @@ impl Default for Config {
             accept_backlog: 1024,
             max_unacked_opens: 256,
             window_auto_tuning: false,
+            idle_timeout: None,
+            stream_names: false,
+            on_stream_end: None,
             auto_window_max: 16 * 1024 * 1024,
             stream_open_timeout: Duration::from_secs(75),
             stream_close_timeout: Duration::from_secs(300),
@@ -135,6 +152,45 @@ impl Default for Config {
         }
     }
 }
+
+/// The function type behind [`StreamEndCallback`].
+pub type StreamEndFn = dyn Fn(crate::StreamId, &crate::StreamEnd) + Send + Sync;
+
+/// A callback for ended streams (`Config::on_stream_end`).
+///
+/// ```
+/// use braid_proto::{Config, StreamEndCallback};
+/// let mut config = Config::default();
+/// config.on_stream_end = Some(StreamEndCallback::new(|id, why| eprintln!("stream {id}: {why:?}")));
+/// ```
+#[derive(Clone)]
+pub struct StreamEndCallback(std::sync::Arc<StreamEndFn>);
+
+impl StreamEndCallback {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(crate::StreamId, &crate::StreamEnd) + Send + Sync + 'static) -> Self {
+        StreamEndCallback(std::sync::Arc::new(f))
+    }
+
+    /// Calls it.
+    pub fn call(&self, id: crate::StreamId, end: &crate::StreamEnd) {
+        (self.0)(id, end)
+    }
+}
+
+impl std::fmt::Debug for StreamEndCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamEndCallback")
+    }
+}
+
+impl PartialEq for StreamEndCallback {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StreamEndCallback {}
 
 /// A configuration value outside its allowed range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +243,8 @@ impl Config {
     /// speaks `protocol`: that protocol's defaults, with braid's own fields kept.
     pub fn detected(&self, protocol: Protocol) -> Config {
         Config {
+            on_stream_end: self.on_stream_end.clone(),
+            idle_timeout: self.idle_timeout,
             keep_alive_disabled: self.keep_alive_disabled,
             window_auto_tuning: self.window_auto_tuning,
             stream_send_buffer: self.stream_send_buffer,
@@ -265,6 +323,20 @@ impl Config {
             "max_frame_size",
             self.max_frame_size,
             format!("1..={max_frame}"),
+        )?;
+        if let Some(t) = self.idle_timeout {
+            check(
+                !t.is_zero() && t <= MAX_DURATION,
+                "idle_timeout",
+                t,
+                "> 0 and <= 365 days",
+            )?;
+        }
+        check(
+            !(yamux && self.stream_names),
+            "stream_names",
+            self.stream_names,
+            "false with yamux (names are a smux/gmux SYN payload)",
         )?;
         if yamux {
             check(

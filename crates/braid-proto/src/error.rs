@@ -144,6 +144,13 @@ pub enum OpenError {
     /// [`Event::Openable`](crate::Event::Openable).
     #[error("too many streams wait for the peer to acknowledge them")]
     Blocked,
+    /// [`Session::open_named`](crate::Session::open_named) without `Config::stream_names`
+    /// (or on yamux, which has no names).
+    #[error("stream names are not enabled (Config::stream_names, smux only)")]
+    NamesDisabled,
+    /// A stream name longer than a SYN payload can carry.
+    #[error("stream name of {0} bytes is longer than the 65535 a SYN can carry")]
+    NameTooLong(usize),
     /// yamux: the peer sent GoAway(0) and accepts no new streams; existing ones go on.
     #[error("the peer accepts no new streams (it sent GoAway)")]
     RemoteGoAway,
@@ -209,6 +216,7 @@ impl From<OpenError> for io::Error {
             OpenError::IdsExhausted => io::ErrorKind::AddrNotAvailable,
             OpenError::Closing => io::ErrorKind::BrokenPipe,
             OpenError::Blocked => io::ErrorKind::WouldBlock,
+            OpenError::NamesDisabled | OpenError::NameTooLong(_) => io::ErrorKind::InvalidInput,
             OpenError::RemoteGoAway => io::ErrorKind::ConnectionRefused,
             OpenError::SessionClosed(c) => c.io_kind(),
         };
@@ -257,6 +265,9 @@ pub enum ResetReason {
     /// The peer did not finish the stream within `stream_close_timeout` after our FIN.
     #[error("the peer did not finish the stream in time")]
     CloseTimeout,
+    /// No data moved on the stream for its idle timeout.
+    #[error("no data moved for the stream's idle timeout")]
+    IdleTimeout,
 }
 
 impl ResetReason {
@@ -264,7 +275,9 @@ impl ResetReason {
     pub fn io_kind(self) -> io::ErrorKind {
         match self {
             ResetReason::ByPeer | ResetReason::Locally => io::ErrorKind::ConnectionReset,
-            ResetReason::OpenTimeout | ResetReason::CloseTimeout => io::ErrorKind::TimedOut,
+            ResetReason::OpenTimeout | ResetReason::CloseTimeout | ResetReason::IdleTimeout => {
+                io::ErrorKind::TimedOut
+            }
         }
     }
 }

@@ -33,7 +33,6 @@ impl ReceiveBudget {
         self.tokens <= 0
     }
 
-    #[cfg(test)]
     pub(crate) fn tokens(&self) -> i64 {
         self.tokens
     }

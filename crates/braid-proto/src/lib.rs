@@ -87,10 +87,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, ConfigError, Protocol, Side};
+pub use config::{Config, ConfigError, Protocol, Side, StreamEndCallback};
 pub use error::{
     ConnectionError, OpenError, ProtocolViolation, ReadError, ResetReason, WriteError,
 };
 pub use flow::{INITIAL_PEER_WINDOW, YAMUX_INITIAL_WINDOW};
-pub use session::{Event, Session};
-pub use stream::StreamId;
+pub use session::{Event, Session, SessionStats, StreamStats};
+pub use stream::{StreamEnd, StreamId};

@@ -19,7 +19,7 @@ use crate::error::{
 use crate::flow::{ReceiveBudget, WindowTuner};
 use crate::frame::{smux, yamux};
 use crate::sched::Scheduler;
-use crate::stream::{Fin, StreamId, StreamState};
+use crate::stream::{Fin, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 pub enum Event {
     /// Inbound streams wait in the accept queue: call [`Session::accept`].
     Incoming,
+    /// The stream has ended (both sides finished, a reset, or the session ended):
+    /// [`Session::stream_end`] says why. Raised once per stream still held by the
+    /// application.
+    StreamEnded(StreamId),
     /// Data arrived on a stream whose last read found nothing.
     Readable(StreamId),
     /// Room freed on a stream whose last write was refused or cut short.
@@ -77,7 +81,10 @@ enum Wire {
 impl Wire {
     fn for_config(config: &Config) -> Wire {
         match (config.protocol.smux_version(), config.protocol) {
-            (Some(v), _) => Wire::Smux(smux::Codec::new(v)),
+            (Some(v), _) => Wire::Smux(smux::Codec {
+                version: v,
+                syn_names: config.stream_names,
+            }),
             (None, crate::Protocol::Yamux) => {
                 let largest = match config.window_auto_tuning {
                     true => config.auto_window_max,
@@ -141,6 +148,50 @@ pub struct Session {
     pongs_due: VecDeque<u32>,
     /// Receive-window auto-tuning, when configured.
     tuner: Option<WindowTuner>,
+    /// Counters for [`Session::stats`].
+    stats: SessionStats,
+}
+
+/// Counters of a session, from [`Session::stats`]. Cheap to take at any time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Frames sent and received (all kinds).
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Stream payload bytes sent (framed) and received.
+    pub bytes_sent: u64,
+    /// Stream payload bytes received.
+    pub bytes_received: u64,
+    /// Streams the session tracks.
+    pub streams: usize,
+    /// Received bytes not yet read by the application.
+    pub buffered_recv: usize,
+    /// Written bytes not yet framed.
+    pub buffered_send: usize,
+    /// The last round trip measured by a ping (yamux).
+    pub rtt: Option<Duration>,
+}
+
+/// Counters and flow-control state of one stream, from [`Session::stream_stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// Payload bytes framed for sending.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Received bytes not yet read.
+    pub buffered_recv: usize,
+    /// Written bytes not yet framed.
+    pub buffered_send: usize,
+    /// Bytes the peer lets us send now (`None`: smux v1, no per-stream limit).
+    pub send_window: Option<usize>,
+    /// The receive window we offer (`None`: smux v1).
+    pub recv_window: Option<usize>,
+    /// The stream's idle timeout.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Replies owed and refusals queued are bounded: a peer that floods pings or SYNs while
@@ -205,6 +256,7 @@ impl Session {
             pings_due: VecDeque::new(),
             pongs_due: VecDeque::new(),
             tuner: None,
+            stats: SessionStats::default(),
             config,
         }
     }
@@ -285,7 +337,40 @@ impl Session {
 
     /// Bytes of received stream data not yet read by the application, all streams.
     pub fn buffered_recv(&self) -> usize {
-        self.streams.values().map(|s| s.recv_len).sum()
+        // The budget is spent by exactly the bytes that wait in streams.
+        (self.config.max_receive_buffer as i64 - self.budget.tokens()).max(0) as usize
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            streams: self.streams.len(),
+            buffered_recv: self.buffered_recv(),
+            buffered_send: self.send_buffered,
+            ..self.stats.clone()
+        }
+    }
+
+    /// A stream's counters and windows.
+    pub fn stream_stats(&self, id: StreamId) -> Option<StreamStats> {
+        use crate::stream::{RecvFlow, SendFlow};
+        let st = self.streams.get(&id.0)?;
+        Some(StreamStats {
+            bytes_sent: st.sent_bytes,
+            bytes_received: st.received_bytes,
+            buffered_recv: st.recv_len,
+            buffered_send: st.send.len(),
+            send_window: match st.send_flow {
+                SendFlow::Unlimited => None,
+                ref f => f.credit().ok(),
+            },
+            recv_window: match &st.recv_flow {
+                RecvFlow::None => None,
+                RecvFlow::Smux(_) => Some(self.config.max_stream_buffer),
+                RecvFlow::Yamux(w) => Some(w.max as usize),
+            },
+            idle_timeout: st.idle_timeout,
+        })
     }
 
     /// Bytes written by the application and not yet framed, all streams.
@@ -325,6 +410,23 @@ impl Session {
     /// Opens a stream. It is registered at once and its SYN goes out with the next
     /// [`Session::poll_transmit`], so a reply can never arrive for an unknown stream.
     pub fn open(&mut self) -> Result<StreamId, OpenError> {
+        self.open_with(Bytes::new())
+    }
+
+    /// Opens a stream with a gmux name, sent as the SYN payload exactly as gmux does
+    /// (needs `Config::stream_names`, smux only; names up to 65535 bytes). The peer reads
+    /// it with [`Session::stream_name`].
+    pub fn open_named(&mut self, name: &[u8]) -> Result<StreamId, OpenError> {
+        if !self.config.stream_names {
+            return Err(OpenError::NamesDisabled);
+        }
+        if name.len() > smux::MAX_PAYLOAD {
+            return Err(OpenError::NameTooLong(name.len()));
+        }
+        self.open_with(Bytes::copy_from_slice(name))
+    }
+
+    fn open_with(&mut self, name: Bytes) -> Result<StreamId, OpenError> {
         match &self.state {
             State::Open => {}
             State::Closing { .. } => return Err(OpenError::Closing),
@@ -355,15 +457,48 @@ impl Session {
             return Err(OpenError::IdsExhausted);
         }
         self.next_id = id.checked_add(2);
-        let mut st = StreamState::new(self.config.protocol, self.config.max_stream_buffer, true);
         if self.is_yamux() {
             // Counted from now, as Go takes its semaphore before writing the SYN.
-            st.awaiting_ack = true;
             self.unacked += 1;
         }
-        self.sched.push_control(&mut st.queued, id);
-        self.streams.insert(id, st);
+        let yamux = self.is_yamux();
+        let st = self.insert_stream(id, true, name);
+        st.awaiting_ack = yamux;
         Ok(StreamId(id))
+    }
+
+    /// Registers a new stream (ours with its SYN due, or the peer's) and arms its idle
+    /// timer.
+    fn insert_stream(&mut self, id: u32, ours: bool, name: Bytes) -> &mut StreamState {
+        let mut st = StreamState::new(&self.config, ours, self.now, name);
+        if ours {
+            self.sched.push_control(&mut st.queued, id);
+        }
+        self.streams.insert(id, st);
+        self.arm_stream_timer(id, timers::TimerKind::Idle, self.now);
+        self.streams.get_mut(&id).expect("just inserted")
+    }
+
+    /// The gmux name the stream was opened with (empty if none).
+    pub fn stream_name(&self, id: StreamId) -> Option<&[u8]> {
+        self.streams.get(&id.0).map(|st| &st.name[..])
+    }
+
+    /// Sets the stream's idle timeout (`None`: never): once no data has moved either way
+    /// for that long, the stream is reset (yamux RST, smux FIN) and its calls, including
+    /// those already waiting, fail with `TimedOut`. Takes effect from the last data, so
+    /// shortening it on an idle stream can expire it at the next timeout check.
+    pub fn set_idle_timeout(&mut self, id: StreamId, timeout: Option<Duration>) {
+        let Some(st) = self.streams.get_mut(&id.0) else {
+            return;
+        };
+        st.idle_timeout = timeout;
+        self.arm_stream_timer(id.0, timers::TimerKind::Idle, self.now);
+    }
+
+    /// The stream's idle timeout.
+    pub fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
+        self.streams.get(&id.0).and_then(|st| st.idle_timeout)
     }
 
     /// Takes the next inbound stream, if one is waiting. yamux acknowledges it now (an
@@ -493,8 +628,34 @@ impl Session {
         };
         if st.fin == Fin::Open {
             st.fin = Fin::Pending;
+            st.cause.get_or_insert(StreamEnd::LocalClose);
             if st.fin_ready() {
                 self.sched.push_control(&mut st.queued, id.0);
+            }
+        }
+    }
+
+    /// Why the stream ended, once it has: both sides finished (who first), a reset, or
+    /// the end of the session. `None` while it is still open in either direction.
+    pub fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
+        let st = self.streams.get(&id.0)?;
+        if let Some(reason) = st.reset {
+            return Some(StreamEnd::Reset(reason));
+        }
+        if st.ended {
+            return st.cause.clone();
+        }
+        None
+    }
+
+    /// Marks a stream ended once it is, raising [`Event::StreamEnded`] for a held stream.
+    fn check_end(&mut self, id: u32) {
+        if let Some(st) = self.streams.get_mut(&id) {
+            if !st.ended && st.finished() {
+                st.ended = true;
+                if !st.released {
+                    self.events.push_back(Event::StreamEnded(StreamId(id)));
+                }
             }
         }
     }
@@ -526,27 +687,8 @@ impl Session {
     /// `ConnectionReset`. smux has no RST: the peer sees a FIN (end of stream) and data
     /// it sends later is dropped.
     pub fn reset(&mut self, id: StreamId) {
-        if self.is_closed() {
-            return;
-        }
-        let yamux = self.is_yamux();
-        let Some(st) = self.streams.get_mut(&id.0) else {
-            return;
-        };
-        if st.reset.is_some() {
-            return;
-        }
-        st.reset = Some(ResetReason::Locally);
-        self.send_buffered -= st.send.len();
-        st.send.clear();
-        let dropped = st.discard_recv();
-        self.budget.refund(dropped);
-        if yamux {
-            st.rst_due = true;
-            self.sched.push_control(&mut st.queued, id.0);
-        } else if st.fin == Fin::Open || st.fin == Fin::Pending {
-            st.fin = Fin::Pending;
-            self.sched.push_control(&mut st.queued, id.0);
+        if !self.is_closed() {
+            self.reset_stream(id.0, ResetReason::Locally, true);
         }
     }
 
@@ -628,6 +770,13 @@ impl Session {
             self.close_deadline
                 .get_or_insert(self.now + self.config.close_timeout);
         }
+        for (id, st) in self.streams.iter_mut() {
+            if !st.ended {
+                st.ended = true;
+                st.cause = Some(StreamEnd::Session(reason.clone()));
+                self.events.push_back(Event::StreamEnded(StreamId(*id)));
+            }
+        }
         self.state = State::Closed(reason.clone());
         self.events.push_back(Event::Closed(reason));
     }
@@ -669,8 +818,10 @@ impl Session {
         }
     }
 
-    /// Marks a stream reset (by the peer or a timeout), dropping its buffers.
-    fn reset_stream(&mut self, id: u32, reason: ResetReason, send_rst: bool) {
+    /// Marks a stream reset, dropping its buffers. With `tell_peer`, yamux sends RST and
+    /// smux, which has no RST, a FIN.
+    fn reset_stream(&mut self, id: u32, reason: ResetReason, tell_peer: bool) {
+        let yamux = self.is_yamux();
         let Some(st) = self.streams.get_mut(&id) else {
             return;
         };
@@ -689,13 +840,18 @@ impl Session {
                 self.events.push_back(Event::Openable);
             }
         }
-        if send_rst {
-            st.rst_due = true;
+        if tell_peer {
+            if yamux {
+                st.rst_due = true;
+            } else if st.fin != Fin::Sent {
+                st.fin = Fin::Pending;
+            }
             self.sched.push_control(&mut st.queued, id);
         }
-        if !st.released {
+        if !st.released && reason != ResetReason::Locally {
             self.events.push_back(Event::Reset(StreamId(id)));
         }
+        self.check_end(id);
         self.forget_if_done(id);
     }
 

@@ -6,6 +6,7 @@ use crate::Protocol;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 /// A stream identifier as it appears on the wire. Client-opened streams are odd (3, 5, ...),
 /// server-opened even (2, 4, ...).
@@ -98,8 +99,34 @@ impl RecvFlow {
     }
 }
 
+/// Why a stream ended, from [`Session::stream_end`](crate::Session::stream_end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Both sides finished; we finished first.
+    LocalClose,
+    /// Both sides finished; the peer finished first.
+    PeerFin,
+    /// The stream was reset (by the peer, locally, or by a timeout).
+    Reset(crate::ResetReason),
+    /// The session ended before the stream finished.
+    Session(crate::ConnectionError),
+}
+
 #[derive(Debug)]
 pub(crate) struct StreamState {
+    /// Who finished first (or what else ended the stream).
+    pub(crate) cause: Option<StreamEnd>,
+    /// The stream has ended ([`Session::stream_end`](crate::Session::stream_end)).
+    pub(crate) ended: bool,
+    /// gmux stream name (SYN payload); empty when unnamed.
+    pub(crate) name: Bytes,
+    /// The stream is reset after this long without data either way.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// When data last moved on the stream, either way.
+    pub(crate) last_data: Instant,
+    /// Payload bytes framed and received, for statistics.
+    pub(crate) sent_bytes: u64,
+    pub(crate) received_bytes: u64,
     // Receive side.
     /// Received data not yet read, in arrival order.
     pub(crate) recv: VecDeque<Bytes>,
@@ -139,8 +166,22 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn new(protocol: Protocol, window: usize, syn_due: bool) -> StreamState {
+    pub(crate) fn new(
+        config: &crate::Config,
+        syn_due: bool,
+        now: Instant,
+        name: Bytes,
+    ) -> StreamState {
+        let protocol = config.protocol;
+        let window = config.max_stream_buffer;
         StreamState {
+            cause: None,
+            ended: false,
+            name,
+            idle_timeout: config.idle_timeout,
+            last_data: now,
+            sent_bytes: 0,
+            received_bytes: 0,
             recv: VecDeque::new(),
             recv_len: 0,
             remote_fin: false,
@@ -199,6 +240,11 @@ impl StreamState {
         self.recv.clear();
         self.recv_len = 0;
         n
+    }
+
+    /// Both directions are over: FINs exchanged, or reset.
+    pub(crate) fn finished(&self) -> bool {
+        self.reset.is_some() || (self.fin == Fin::Sent && self.remote_fin)
     }
 
     /// A FIN can go out now: writing is closed and all data is framed.

@@ -57,7 +57,10 @@ mod session;
 mod shared;
 mod stream;
 
-pub use braid_proto::{Config, ConfigError, ConnectionError, Protocol, Side};
+pub use braid_proto::{
+    Config, ConfigError, ConnectionError, Protocol, ResetReason, SessionStats, Side, StreamEnd,
+    StreamEndCallback, StreamStats,
+};
 pub use driver::Driver;
 pub use session::Session;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, Stream};

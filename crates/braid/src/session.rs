@@ -157,6 +157,27 @@ impl Session {
         .await
     }
 
+    /// Opens a stream with a gmux name (smux with `Config::stream_names` on both ends);
+    /// the peer reads it with [`Stream::name`].
+    pub async fn open_named(&self, name: &str) -> io::Result<Stream> {
+        let mut wake = Wakeups::default();
+        let stream = {
+            let mut sh = self.inner.lock();
+            let id = sh.core.open_named(name.as_bytes())?;
+            sh.stream_handles += 1;
+            sh.wake_driver(&mut wake);
+            Stream::new(self.inner.clone(), id)
+        };
+        wake.wake_all();
+        Ok(stream)
+    }
+
+    /// The session's counters: frames and bytes each way, streams, buffered bytes, the
+    /// last ping round trip.
+    pub fn stats(&self) -> braid_proto::SessionStats {
+        self.inner.lock().core.stats()
+    }
+
     /// yamux: measures the round-trip time to the peer with a Ping. smux has no echoed
     /// keepalive: the result is an `Unsupported` error.
     pub async fn ping(&self) -> io::Result<std::time::Duration> {

@@ -1,7 +1,7 @@
 //! State shared by the driver task and the `Session`/`Stream` handles: the protocol core
 //! and the wakers of everyone waiting on it, behind one mutex.
 
-use braid_proto::{ConnectionError, Event};
+use braid_proto::{ConnectionError, Event, StreamEnd, StreamEndCallback, StreamId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +24,7 @@ pub(crate) struct PingSlot {
 struct StreamWakers {
     read: Option<Waker>,
     write: Option<Waker>,
+    ended: Option<Waker>,
 }
 
 pub(crate) struct Shared {
@@ -47,12 +48,16 @@ pub(crate) struct Shared {
 /// Wakers collected under the lock and woken after it is released, so that a woken task
 /// does not immediately contend for the lock we still hold.
 #[derive(Default)]
-pub(crate) struct Wakeups(Vec<Waker>);
+pub(crate) struct Wakeups(Vec<Waker>, Vec<(StreamEndCallback, StreamId, StreamEnd)>);
 
 impl Wakeups {
+    /// Wakes the tasks and runs the stream-end callbacks, outside the lock.
     pub(crate) fn wake_all(self) {
         for w in self.0 {
             w.wake();
+        }
+        for (cb, id, end) in self.1 {
+            cb.call(id, &end);
         }
     }
 }
@@ -110,6 +115,10 @@ impl Shared {
         set_waker(&mut self.streams.entry(id).or_default().write, waker);
     }
 
+    pub(crate) fn register_ended(&mut self, id: u32, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id).or_default().ended, waker);
+    }
+
     pub(crate) fn register_open(&mut self, waker: &Waker) {
         if !self.open.iter().any(|w| w.will_wake(waker)) {
             self.open.push(waker.clone());
@@ -153,6 +162,19 @@ impl Shared {
                         out.0.extend(s.write.take());
                     }
                 }
+                Event::StreamEnded(id) => {
+                    if let Some(s) = self.streams.get_mut(&id.0) {
+                        out.0.extend(s.read.take());
+                        out.0.extend(s.write.take());
+                        out.0.extend(s.ended.take());
+                    }
+                    if let (Some(cb), Some(end)) = (
+                        self.core.config().on_stream_end.clone(),
+                        self.core.stream_end(id),
+                    ) {
+                        out.1.push((cb, id, end));
+                    }
+                }
                 // A remote GoAway makes waiting opens fail: wake them too.
                 Event::Openable | Event::GoAway => out.0.append(&mut self.open),
                 Event::Pong { id, rtt } => {
@@ -180,6 +202,7 @@ impl Shared {
         for s in self.streams.values_mut() {
             out.0.extend(s.read.take());
             out.0.extend(s.write.take());
+            out.0.extend(s.ended.take());
         }
     }
 

@@ -1,11 +1,13 @@
 //! `Stream`: one multiplexed byte stream, a tokio `AsyncRead + AsyncWrite`.
 
 use crate::shared::{Inner, Wakeups};
-use braid_proto::{ReadError, StreamId, WriteError};
+use braid_proto::{ReadError, StreamEnd, StreamId, StreamStats, WriteError};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The stream's registration with the session; dropping the last reference closes it.
@@ -123,6 +125,59 @@ impl Stream {
     /// client odd from 1, server even from 2).
     pub fn id(&self) -> u32 {
         self.stream.id.0
+    }
+
+    /// The gmux name the stream was opened with (`Session::open_named`), if any.
+    pub fn name(&self) -> Option<String> {
+        let sh = self.stream.inner.lock();
+        sh.core
+            .stream_name(self.stream.id)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    }
+
+    /// Resolves when the stream has ended (both sides finished, a reset, an idle
+    /// timeout, or the end of the session), with why.
+    pub async fn closed(&self) -> StreamEnd {
+        poll_fn(|cx| {
+            let mut sh = self.stream.inner.lock();
+            if let Some(end) = sh.core.stream_end(self.stream.id) {
+                return std::task::Poll::Ready(end);
+            }
+            if let Some(reason) = sh.close_reason() {
+                return std::task::Poll::Ready(StreamEnd::Session(reason));
+            }
+            sh.register_ended(self.stream.id.0, cx.waker());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Sets the idle timeout (`None`: never): once no data has moved either way for that
+    /// long, the stream is reset (yamux RST, smux FIN) and its reads and writes,
+    /// including those already waiting, fail with `TimedOut`.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.stream.inner.lock();
+            sh.core.set_idle_timeout(self.stream.id, timeout);
+            // The driver's timer must learn of the new deadline.
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.stream.inner.lock().core.idle_timeout(self.stream.id)
+    }
+
+    /// Bytes each way, buffered bytes and windows.
+    pub fn stats(&self) -> StreamStats {
+        let sh = self.stream.inner.lock();
+        sh.core
+            .stream_stats(self.stream.id)
+            .expect("a held stream is known to the session")
     }
 
     /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux

@@ -3,7 +3,7 @@
 use super::{Event, Session, State, Wire, MAX_QUEUED_REPLIES};
 use crate::error::{ConnectionError, ProtocolViolation, ResetReason};
 use crate::frame::{smux, yamux};
-use crate::stream::{RecvFlow, SendFlow, StreamId, StreamState};
+use crate::stream::{RecvFlow, SendFlow, StreamId};
 use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
@@ -36,6 +36,7 @@ impl Session {
             };
             match result {
                 Ok(Some(())) => {
+                    self.stats.frames_received += 1;
                     if let Some(ka) = self.keep_alive.as_mut() {
                         ka.data_ready = true;
                     }
@@ -53,12 +54,12 @@ impl Session {
     fn on_smux(&mut self, frame: smux::Frame) {
         match frame {
             smux::Frame::Nop { .. } => {}
-            // gmux names are not supported yet; the codec rejects SYN payloads.
-            smux::Frame::Syn { stream_id, .. } => {
+            // A SYN payload is a gmux name; the codec rejects it unless names are on.
+            smux::Frame::Syn { stream_id, name } => {
                 // A duplicate SYN for a live stream is ignored, as Go does. While closing
                 // or after go_away, new streams are ignored (smux cannot refuse them).
                 if !self.streams.contains_key(&stream_id) && self.taking_new_streams() {
-                    self.queue_incoming(stream_id);
+                    self.queue_incoming(stream_id, name);
                 }
             }
             smux::Frame::Fin { stream_id } => self.on_remote_fin(stream_id),
@@ -117,7 +118,7 @@ impl Session {
                     self.refused.push_back(stream_id);
                 }
             } else {
-                self.queue_incoming(stream_id);
+                self.queue_incoming(stream_id, Bytes::new());
             }
         }
         let Some(st) = self.streams.get_mut(&stream_id) else {
@@ -190,6 +191,7 @@ impl Session {
             };
             let (_, sent) = self.pings.remove(pos).expect("position found");
             let rtt = now.saturating_duration_since(sent);
+            self.stats.rtt = Some(rtt);
             let mut internal = false;
             if let Some(ka) = self.keep_alive.as_mut() {
                 if ka.ping.is_some_and(|(v, _)| v == value) {
@@ -214,9 +216,8 @@ impl Session {
         matches!(self.state, State::Open) && !self.local_go_away
     }
 
-    fn queue_incoming(&mut self, id: u32) {
-        let st = StreamState::new(self.config.protocol, self.config.max_stream_buffer, false);
-        self.streams.insert(id, st);
+    fn queue_incoming(&mut self, id: u32, name: Bytes) {
+        self.insert_stream(id, false, name);
         self.accept_queue.push_back(id);
         if self.accept_waiting {
             self.accept_waiting = false;
@@ -243,6 +244,9 @@ impl Session {
             return;
         }
         self.budget.spend(data.len());
+        st.last_data = self.now;
+        st.received_bytes += data.len() as u64;
+        self.stats.bytes_received += data.len() as u64;
         st.recv_len += data.len();
         st.recv.push_back(data);
         if st.read_waiting {
@@ -259,10 +263,12 @@ impl Session {
             return;
         }
         st.remote_fin = true;
+        st.cause.get_or_insert(crate::stream::StreamEnd::PeerFin);
         if !st.released && st.reset.is_none() {
             st.read_waiting = false;
             self.events.push_back(Event::Finished(StreamId(stream_id)));
         }
+        self.check_end(stream_id);
         self.forget_if_done(stream_id);
     }
 }

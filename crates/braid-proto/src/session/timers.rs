@@ -51,6 +51,8 @@ pub(super) enum TimerKind {
     Open,
     /// The peer's FIN must arrive by then, after ours.
     Close,
+    /// Data must have moved by then (the stream's idle timeout).
+    Idle,
 }
 
 /// A per-stream deadline. The heap may hold timers of streams that have moved on; they
@@ -161,27 +163,52 @@ impl Session {
             let expired = match t.kind {
                 TimerKind::Open => st.awaiting_ack,
                 TimerKind::Close => st.fin == Fin::Sent && !st.remote_fin,
+                TimerKind::Idle => {
+                    let finished = st.fin == Fin::Sent && st.remote_fin;
+                    match st.idle_timeout {
+                        Some(idle) if !finished && st.reset.is_none() => {
+                            let due = st.last_data + idle;
+                            if due > now {
+                                // Data moved since this timer was armed: look again later.
+                                self.stream_timers.push(StreamTimer {
+                                    at: due,
+                                    id: t.id,
+                                    kind: TimerKind::Idle,
+                                });
+                                false
+                            } else {
+                                true
+                            }
+                        }
+                        _ => false,
+                    }
+                }
             };
-            if expired && st.reset.is_none() {
+            if expired && self.streams.get(&t.id).is_some_and(|st| st.reset.is_none()) {
                 let reason = match t.kind {
                     TimerKind::Open => ResetReason::OpenTimeout,
                     TimerKind::Close => ResetReason::CloseTimeout,
+                    TimerKind::Idle => ResetReason::IdleTimeout,
                 };
                 self.reset_stream(t.id, reason, true);
             }
         }
     }
 
+    /// Arms a stream timer: open and close timeouts count from `now`, the idle timeout
+    /// from the stream's last data.
     pub(super) fn arm_stream_timer(&mut self, id: u32, kind: TimerKind, now: Instant) {
-        let after = match kind {
-            TimerKind::Open => self.config.stream_open_timeout,
-            TimerKind::Close => self.config.stream_close_timeout,
+        let at = match kind {
+            TimerKind::Open => now + self.config.stream_open_timeout,
+            TimerKind::Close => now + self.config.stream_close_timeout,
+            TimerKind::Idle => match self.streams.get(&id) {
+                Some(st) if st.idle_timeout.is_some() => {
+                    st.last_data + st.idle_timeout.expect("checked")
+                }
+                _ => return,
+            },
         };
-        self.stream_timers.push(StreamTimer {
-            at: now + after,
-            id,
-            kind,
-        });
+        self.stream_timers.push(StreamTimer { at, id, kind });
     }
 
     /// When [`Session::handle_timeout`] must be called next.

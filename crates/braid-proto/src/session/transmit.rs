@@ -21,6 +21,7 @@ struct Emitter<'a> {
     arena: &'a mut BytesMut,
     out: &'a mut Vec<Bytes>,
     total: usize,
+    frames: u64,
 }
 
 impl Emitter<'_> {
@@ -29,6 +30,7 @@ impl Emitter<'_> {
             .reserve(smux::HEADER_LEN + len.min(INLINE_PAYLOAD));
         codec.encode_header(cmd, len as u16, id, &mut *self.arena);
         self.total += smux::HEADER_LEN;
+        self.frames += 1;
     }
 
     fn yamux_header(
@@ -42,6 +44,7 @@ impl Emitter<'_> {
         self.arena.reserve(yamux::HEADER_LEN + INLINE_PAYLOAD);
         codec.encode_header(typ, flags, id, len, &mut *self.arena);
         self.total += yamux::HEADER_LEN;
+        self.frames += 1;
     }
 
     /// A yamux WindowUpdate, the carrier of SYN, ACK, FIN and RST as Go sends them.
@@ -72,9 +75,13 @@ impl Emitter<'_> {
         self.payload(p);
     }
 
-    fn syn(&mut self, id: u32, delta: u32) {
+    fn syn(&mut self, id: u32, delta: u32, name: &Bytes) {
         match self.wire {
-            Wire::Smux(c) => self.smux_header(c, Cmd::Syn, 0, id),
+            Wire::Smux(c) => {
+                // A gmux name rides as the SYN payload.
+                self.smux_header(c, Cmd::Syn, name.len(), id);
+                self.payload(name.clone());
+            }
             Wire::Yamux(_) => self.window_update(Flags::SYN, id, delta),
             Wire::Detect => {}
         }
@@ -95,6 +102,7 @@ impl Emitter<'_> {
             self.arena.put_u32_le(consumed);
             self.arena.put_u32_le(window);
             self.total += smux::HEADER_LEN + smux::UPD_LEN;
+            self.frames += 1;
         }
     }
 
@@ -134,6 +142,7 @@ impl Session {
             arena: &mut self.headers,
             out,
             total: 0,
+            frames: 0,
         };
         if matches!(self.state, State::Closed(_)) {
             // A session that failed may still owe the peer a GoAway saying why.
@@ -141,6 +150,7 @@ impl Session {
                 em.go_away(code);
                 em.flush();
             }
+            self.stats.frames_sent += em.frames;
             return em.total;
         }
         if let Some(ka) = self.keep_alive.as_mut() {
@@ -161,6 +171,7 @@ impl Session {
             em.window_update(Flags::RST, id, 0);
         }
         let limits = DataLimits {
+            now,
             max_frame: self.config.max_frame_size,
             wake_below: self.config.stream_send_buffer / 2,
             window: self.config.max_stream_buffer,
@@ -181,7 +192,7 @@ impl Session {
             }
             if std::mem::take(&mut st.syn_due) {
                 let delta = take_window_delta(st);
-                em.syn(id, delta);
+                em.syn(id, delta, &st.name);
                 if st.awaiting_ack {
                     timers.push((id, TimerKind::Open));
                 }
@@ -240,6 +251,8 @@ impl Session {
         }
         em.flush();
         let total = em.total;
+        self.stats.frames_sent += em.frames;
+        self.stats.bytes_sent += framed as u64;
 
         self.send_buffered -= framed;
         if framed > 0 && self.send_buffered <= self.config.max_send_buffer / 2 {
@@ -256,6 +269,7 @@ impl Session {
                 let wanted = self.streams.get(&id).is_some_and(|st| match kind {
                     TimerKind::Open => st.awaiting_ack,
                     TimerKind::Close => !st.remote_fin && st.reset.is_none(),
+                    TimerKind::Idle => false,
                 });
                 if wanted {
                     self.arm_stream_timer(id, kind, now);
@@ -263,6 +277,7 @@ impl Session {
             }
         }
         for id in check {
+            self.check_end(id);
             self.forget_if_done(id);
         }
         self.finish_closing_if_done();
@@ -271,6 +286,7 @@ impl Session {
 }
 
 struct DataLimits {
+    now: Instant,
     max_frame: usize,
     /// A blocked writer is woken once its send buffer is down to this, not at every
     /// frame: fewer wakeups, and each wakeup has room for a large write.
@@ -319,6 +335,8 @@ fn send_data_frame(
     let payload = st.send.split_to(n).freeze();
     em.data(id, payload);
     st.send_flow.on_sent(n);
+    st.sent_bytes += n as u64;
+    st.last_data = limits.now;
     if st.write_waiting && st.send.len() <= limits.wake_below {
         st.write_waiting = false;
         events.push_back(Event::Writable(StreamId(id)));

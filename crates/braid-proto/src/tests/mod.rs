@@ -1,5 +1,6 @@
 //! Session tests over the in-memory [`pair::Pair`] harness.
 
+mod features;
 mod flow;
 mod pair;
 mod streams;

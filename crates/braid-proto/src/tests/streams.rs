@@ -300,7 +300,15 @@ fn protocol_violation_ends_the_session_with_a_typed_error() {
     let err = p.server.handle_input(p.now, &mut raw).unwrap_err();
     let want: ConnectionError = crate::frame::smux::FrameError::UpdOnV1 { stream_id: 3 }.into();
     assert_eq!(err, want);
-    assert_eq!(p.server.poll_event(), Some(Event::Closed(want.clone())));
+    let events: Vec<Event> = std::iter::from_fn(|| p.server.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::StreamEnded(sid), Event::Closed(want.clone())]
+    );
+    assert_eq!(
+        p.server.stream_end(sid),
+        Some(crate::StreamEnd::Session(want.clone()))
+    );
     // Data received before the violation is still readable, then the error.
     let mut buf = [0u8; 16];
     assert_eq!(p.server.read(sid, &mut buf), Ok(4));

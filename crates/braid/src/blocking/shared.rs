@@ -133,7 +133,7 @@ impl Inner {
                         slot.waiters.write.notify_all();
                     }
                 }
-                Event::Reset(id) => {
+                Event::Reset(id) | Event::StreamEnded(id) => {
                     if let Some(slot) = st.streams.get(&id.0) {
                         slot.waiters.read.notify_all();
                         slot.waiters.write.notify_all();
