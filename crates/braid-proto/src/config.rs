@@ -117,6 +117,9 @@ pub struct Config {
     /// yamux with `window_auto_tuning`: the largest window one stream may grow to.
     /// Default 16 MiB.
     pub auto_window_max: usize,
+    /// Percent of the link that lower-priority streams get between them while a higher
+    /// priority has data (see `Session::set_priority`), 0..=99. Default: 10.
+    pub priority_share: u8,
     /// Bytes one stream may have waiting to be framed before its writes block.
     /// Default: 256 KiB.
     pub stream_send_buffer: usize,
@@ -143,6 +146,7 @@ impl Default for Config {
             idle_timeout: None,
             stream_names: false,
             on_stream_end: None,
+            priority_share: 10,
             auto_window_max: 16 * 1024 * 1024,
             stream_open_timeout: Duration::from_secs(75),
             stream_close_timeout: Duration::from_secs(300),
@@ -243,6 +247,7 @@ impl Config {
     /// speaks `protocol`: that protocol's defaults, with braid's own fields kept.
     pub fn detected(&self, protocol: Protocol) -> Config {
         Config {
+            priority_share: self.priority_share,
             on_stream_end: self.on_stream_end.clone(),
             idle_timeout: self.idle_timeout,
             keep_alive_disabled: self.keep_alive_disabled,
@@ -323,6 +328,12 @@ impl Config {
             "max_frame_size",
             self.max_frame_size,
             format!("1..={max_frame}"),
+        )?;
+        check(
+            self.priority_share <= 99,
+            "priority_share",
+            self.priority_share,
+            "0..=99 (percent)",
         )?;
         if let Some(t) = self.idle_timeout {
             check(

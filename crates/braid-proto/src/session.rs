@@ -496,6 +496,20 @@ impl Session {
         self.arm_stream_timer(id.0, timers::TimerKind::Idle, self.now);
     }
 
+    /// Sets the stream's send priority (0 lowest, the default; 255 highest). Streams of a
+    /// higher priority send first; lower ones keep `Config::priority_share` percent of the
+    /// link while they wait. Streams of one priority share fairly.
+    pub fn set_priority(&mut self, id: StreamId, priority: u8) {
+        if let Some(st) = self.streams.get_mut(&id.0) {
+            st.queued.priority = priority;
+        }
+    }
+
+    /// The stream's send priority.
+    pub fn priority(&self, id: StreamId) -> Option<u8> {
+        self.streams.get(&id.0).map(|st| st.queued.priority)
+    }
+
     /// The stream's idle timeout.
     pub fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
         self.streams.get(&id.0).and_then(|st| st.idle_timeout)

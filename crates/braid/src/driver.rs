@@ -50,6 +50,8 @@ pub struct Driver<T> {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<std::time::Instant>,
     done: bool,
+    /// The session's tracing span, made at the first poll.
+    span: Option<tracing::Span>,
 }
 
 impl<T> Driver<T> {
@@ -68,6 +70,7 @@ impl<T> Driver<T> {
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
             done: false,
+            span: None,
         }
     }
 }
@@ -237,6 +240,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let span = this.span.get_or_insert_with(|| {
+            let sh = this.inner.lock();
+            tracing::debug_span!(
+                "braid_session",
+                side = ?sh.core.side(),
+                protocol = ?sh.core.config().protocol,
+                peer = ?this.inner.peer_addr,
+            )
+        });
+        let _enter = span.clone().entered();
         if this.done {
             return Poll::Ready(Ok(()));
         }

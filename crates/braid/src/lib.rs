@@ -41,6 +41,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Deadlines and cancellation
+//! Use `tokio::time::timeout` around any call. Every future here is cancel-safe: a read
+//! takes data from the stream only in the poll that returns it, a write has queued exactly
+//! the bytes it reports, `accept_stream` takes a stream only when it returns it, and
+//! `open_stream` registers one only when it returns it. Dropping a future loses nothing
+//! and leaves no state behind. Streams also have idle timeouts
+//! ([`Stream::set_idle_timeout`]).
+//!
 //! ## Design
 //! The protocol is the sans-IO core [`braid_proto`]; this crate adds one driver task per
 //! session that owns the connection, and cheap handles that share the core behind a

@@ -18,6 +18,7 @@ struct StreamRef {
 
 impl Drop for StreamRef {
     fn drop(&mut self) {
+        tracing::trace!(stream = self.id.0, "stream released");
         let mut wake = Wakeups::default();
         {
             let mut sh = self.inner.lock();
@@ -116,6 +117,7 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn new(inner: Arc<Inner>, id: StreamId) -> Stream {
+        tracing::trace!(stream = id.0, "stream open");
         Stream {
             stream: Arc::new(StreamRef { inner, id }),
         }
@@ -165,6 +167,22 @@ impl Stream {
             sh.wake_driver(&mut wake);
         }
         wake.wake_all();
+    }
+
+    /// Sets the send priority (0 lowest, the default; 255 highest): higher priorities
+    /// send first, lower ones keep `Config::priority_share` percent of the link.
+    pub fn set_priority(&self, priority: u8) {
+        self.stream
+            .inner
+            .lock()
+            .core
+            .set_priority(self.stream.id, priority);
+    }
+
+    /// The send priority.
+    pub fn priority(&self) -> u8 {
+        let sh = self.stream.inner.lock();
+        sh.core.priority(self.stream.id).unwrap_or(0)
     }
 
     /// The idle timeout.

@@ -162,3 +162,31 @@ async fn stats_add_up() {
         assert_eq!(server.stats().buffered_recv, 0);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_reads_and_accepts_lose_nothing() {
+    let (client, server) = duplex_pair(Config::new(Protocol::SmuxV2));
+    // An accept given up on by a timeout...
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), server.accept_stream())
+            .await
+            .is_err()
+    );
+    let mut s = client.open_stream().await.unwrap();
+    s.set_priority(9);
+    assert_eq!(s.priority(), 9);
+    s.write_all(b"first").await.unwrap();
+    // ...does not lose the stream that comes later.
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut buf = [0u8; 5];
+    peer.read_exact(&mut buf).await.unwrap();
+    // A read cancelled by a timeout does not lose the data that arrives after it.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), peer.read(&mut buf))
+            .await
+            .is_err()
+    );
+    s.write_all(b"later").await.unwrap();
+    peer.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"later");
+}

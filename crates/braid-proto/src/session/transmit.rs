@@ -230,7 +230,7 @@ impl Session {
         }
 
         while em.total < max_bytes {
-            let Some(id) = self.sched.pop_data() else {
+            let Some((id, level)) = self.sched.pop_data(limits.max_frame) else {
                 break;
             };
             let Some(st) = self.streams.get_mut(&id) else {
@@ -238,8 +238,9 @@ impl Session {
             };
             let (n, more) = send_data_frame(&mut em, st, id, &limits, &mut self.events);
             framed += n;
+            self.sched.sent(level, n, self.config.priority_share);
             if more {
-                self.sched.requeue_data(id);
+                self.sched.requeue_data(id, st.queued.priority);
             } else {
                 // Out of data or credit: a write or a window update queues it again.
                 st.queued.data = false;

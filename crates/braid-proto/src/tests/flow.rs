@@ -297,3 +297,55 @@ fn bogus_consumed_fails_the_streams_writes_like_gos_err_consumed() {
     );
     assert!(!p.client.is_closed(), "only the stream is affected");
 }
+
+#[test]
+fn high_priority_goes_first_and_low_priority_keeps_its_share() {
+    for protocol in [Protocol::SmuxV1, Protocol::Yamux] {
+        let mut config = Config::new(protocol);
+        config.max_frame_size = 16 * 1024;
+        config.max_send_buffer = 101 * config.stream_send_buffer;
+        if protocol == Protocol::Yamux {
+            // A window larger than a round trip's worth of link, so that flow control
+            // does not hold the high-priority stream back.
+            config.max_stream_buffer = 4 << 20;
+        }
+        let mut p = Pair::new(config);
+        p.link_capacity = Some(256 * 1024);
+        let high = p.client.open().unwrap();
+        p.client.set_priority(high, 200);
+        assert_eq!(p.client.priority(high), Some(200));
+        let low: Vec<StreamId> = (0..100).map(|_| p.client.open().unwrap()).collect();
+        p.drive();
+        let s_high = p.accept(Server);
+        let s_low: Vec<StreamId> = (0..100).map(|_| p.accept(Server)).collect();
+        let chunk = vec![0u8; 64 * 1024];
+        let (mut got_high, mut got_low) = (0usize, vec![0usize; 100]);
+        for _ in 0..2000 {
+            // Keep every stream backlogged: the high one fills its whole send buffer.
+            while p.client.write(high, &chunk).is_ok() {}
+            for id in &low {
+                let _ = p.client.write(*id, &chunk);
+            }
+            p.step();
+            got_high += p.read_available(Server, s_high).0.len();
+            for (i, id) in s_low.iter().enumerate() {
+                got_low[i] += p.read_available(Server, *id).0.len();
+            }
+        }
+        let low_total: usize = got_low.iter().sum();
+        let share = low_total as f64 / (low_total + got_high) as f64;
+        // The high-priority stream takes the link but for the configured 10%.
+        assert!(
+            (0.08..=0.12).contains(&share),
+            "{protocol:?}: low share {share:.3}"
+        );
+        // Every low-priority stream progresses, and fairly among themselves.
+        let fair = low_total as f64 / 100.0;
+        for g in &got_low {
+            assert!(
+                *g as f64 > 0.8 * fair && (*g as f64) < 1.2 * fair,
+                "{g} vs {fair}"
+            );
+        }
+    }
+}
