@@ -5,6 +5,13 @@
 // exposes them through modes selected with -mode:
 //
 //	golden  print, as JSON lines, the exact bytes Go sends for each frame kind
+//	server  listen on -addr, accept one connection, run -scenario on it
+//	client  dial -addr, run -scenario on the connection
+//
+// In server and client mode the peer speaks -proto (smux1 or smux2) over one
+// TCP connection and reports what happened as JSON lines on stdout (see
+// README.md for the events and the scenarios), so that braid's Rust tests can
+// assert on the real Go library's behaviour.
 //
 // Build (see README.md):
 //
@@ -21,8 +28,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"math/rand"
 	"net"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,15 +42,19 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "", "what to do: golden")
+	mode := flag.String("mode", "", "what to do: golden, server or client")
+	var f peerFlags
+	f.register(flag.CommandLine)
 	flag.Parse()
 
 	var err error
 	switch *mode {
 	case "golden":
 		err = runGolden(os.Stdout)
+	case "server", "client":
+		err = runPeer(*mode == "client", &f)
 	default:
-		fmt.Fprintf(os.Stderr, "braid-peer: unknown or missing -mode %q (want: golden)\n", *mode)
+		fmt.Fprintf(os.Stderr, "braid-peer: unknown or missing -mode %q (want: golden, server, client)\n", *mode)
 		os.Exit(2)
 	}
 	if err != nil {
@@ -653,4 +668,897 @@ func runYamuxScenario(cfg *yamux.Config) (cliFrames, srvFrames []frame, err erro
 		return nil, nil, fmt.Errorf("server bytes: %w", err)
 	}
 	return cliFrames, srvFrames, nil
+}
+
+// ===========================================================================
+// Peer modes (-mode server, -mode client): one live session over TCP
+// ===========================================================================
+//
+// The peer makes one TCP connection (server: listens on -addr and accepts
+// one; client: dials -addr), runs a multiplexer session of -proto over it and
+// plays one -scenario. Everything it observes is printed as JSON lines on
+// stdout, "event" first:
+//
+//	{"event":"listening","addr":"127.0.0.1:NNNN"}   server only, first line
+//	{"event":"stream_done","stream":3,"role":"acceptor","bytes":N,"sha256":"..."}
+//	{"event":"done","ok":true}                       the scenario succeeded
+//	{"event":"error","msg":"..."}                    it failed (exit status 1)
+//
+// plus scenario-specific events (see each scenario). After "done" the peer
+// waits for the other side to close the connection, then exits 0: the Rust
+// side, not Go, decides when the session ends.
+
+// peerFlags are the settings of the server and client modes.
+type peerFlags struct {
+	proto    string
+	addr     string
+	scenario string
+
+	// Library tuning; 0 keeps the library's default.
+	maxReceiveBuffer  int
+	maxStreamBuffer   int
+	maxFrameSize      int
+	keepAliveInterval time.Duration
+	keepAliveTimeout  time.Duration
+	keepAliveDisabled bool
+
+	// Scenario parameters; each scenario says which it uses.
+	streams    int
+	bytes      int64
+	replyBytes int64
+	seed       uint64
+	idle       time.Duration
+	readSize   int
+	readPause  time.Duration
+
+	// The peer gives up (error event, exit status 3) after this long, so a
+	// hang never outlives the test that started it.
+	timeout time.Duration
+}
+
+func (f *peerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.proto, "proto", "smux1", "protocol: smux1 or smux2")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:0", "server: address to listen on (the actual one is reported); client: address to dial")
+	fs.StringVar(&f.scenario, "scenario", "", "what to do on the session: "+scenarioNames())
+	fs.IntVar(&f.maxReceiveBuffer, "max-receive-buffer", 0, "smux MaxReceiveBuffer, bytes (0: library default)")
+	fs.IntVar(&f.maxStreamBuffer, "max-stream-buffer", 0, "smux MaxStreamBuffer, bytes (0: library default)")
+	fs.IntVar(&f.maxFrameSize, "max-frame-size", 0, "smux MaxFrameSize, bytes (0: library default)")
+	fs.DurationVar(&f.keepAliveInterval, "keepalive-interval", 0, "smux KeepAliveInterval (0: library default)")
+	fs.DurationVar(&f.keepAliveTimeout, "keepalive-timeout", 0, "smux KeepAliveTimeout (0: library default)")
+	fs.BoolVar(&f.keepAliveDisabled, "keepalive-disabled", false, "smux KeepAliveDisabled")
+	fs.IntVar(&f.streams, "streams", 1, "number of streams")
+	fs.Int64Var(&f.bytes, "bytes", 1<<20, "bytes to send (integrity, both: the largest upload)")
+	fs.Int64Var(&f.replyBytes, "reply-bytes", 1<<20, "bytes of the reply (halfclose)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the generated data and sizes")
+	fs.DurationVar(&f.idle, "idle", 10*time.Second, "how long the session stays idle (keepalive)")
+	fs.IntVar(&f.readSize, "read-size", 1000, "bytes per Read (slowreader)")
+	fs.DurationVar(&f.readPause, "read-pause", time.Millisecond, "pause after each Read (slowreader)")
+	fs.DurationVar(&f.timeout, "timeout", 120*time.Second, "give up after this long")
+}
+
+// peer is one side of a live session.
+type peer struct {
+	sess   muxSession
+	client bool // this side dialed the connection
+	f      *peerFlags
+	out    *reporter
+
+	patOnce sync.Once
+	pat     *pattern
+}
+
+func runPeer(client bool, f *peerFlags) error {
+	out := &reporter{w: os.Stdout}
+	err := playScenario(client, f, out)
+	if err != nil {
+		out.emit("error", kv{"msg": err.Error()})
+	}
+	return err
+}
+
+func playScenario(client bool, f *peerFlags, out *reporter) error {
+	sc, ok := scenarios[f.scenario]
+	if !ok {
+		return fmt.Errorf("unknown or missing -scenario %q (want one of: %s)", f.scenario, scenarioNames())
+	}
+	go func() {
+		time.Sleep(f.timeout)
+		out.emit("error", kv{"msg": fmt.Sprintf("watchdog: still running after %v", f.timeout)})
+		os.Exit(3)
+	}()
+
+	conn, err := connect(client, f.addr, out)
+	if err != nil {
+		return err
+	}
+	sess, err := newMuxSession(f, conn, client)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	p := &peer{sess: sess, client: client, f: f, out: out}
+	if err := sc.run(p); err != nil {
+		return err
+	}
+	out.emit("done", kv{"ok": true})
+	p.waitPeerClose()
+	return nil
+}
+
+// connect makes the session's TCP connection: the client dials, the server
+// listens, reports the address it got, and accepts exactly one connection.
+func connect(client bool, addr string, out *reporter) (net.Conn, error) {
+	if client {
+		return net.DialTimeout("tcp", addr, 10*time.Second)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	out.emit("listening", kv{"addr": ln.Addr().String()})
+	return ln.Accept()
+}
+
+// waitPeerClose returns once the other side has closed the connection (Accept
+// then fails with the socket's error, io.EOF for a clean close); streams it
+// still opens are closed unread.
+func (p *peer) waitPeerClose() {
+	defer p.sess.Close()
+	for {
+		st, err := p.sess.Accept()
+		if err != nil {
+			return
+		}
+		st.Close()
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Sessions: what scenarios need from a multiplexer
+// ---------------------------------------------------------------------------
+
+// muxSession is the part of a multiplexer session the scenarios use. smux is
+// the only implementation so far; -proto yamux needs just another adapter.
+type muxSession interface {
+	Open() (muxStream, error)
+	Accept() (muxStream, error)
+	IsClosed() bool
+	Close() error
+}
+
+// muxStream is one stream. Close is the library's own: in smux 1.5.16 a full
+// close (FIN; the stream can no longer read and is forgotten).
+type muxStream interface {
+	io.ReadWriteCloser
+	ID() uint32
+}
+
+type smuxSession struct{ s *smux.Session }
+
+func (m smuxSession) Open() (muxStream, error) {
+	st, err := m.s.OpenStream()
+	if err != nil {
+		return nil, err // not a typed nil inside the interface
+	}
+	return st, nil
+}
+
+func (m smuxSession) Accept() (muxStream, error) {
+	st, err := m.s.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (m smuxSession) IsClosed() bool { return m.s.IsClosed() }
+func (m smuxSession) Close() error   { return m.s.Close() }
+
+// newMuxSession starts the session of -proto over conn with the tuning flags
+// applied on top of the library's defaults.
+func newMuxSession(f *peerFlags, conn net.Conn, client bool) (muxSession, error) {
+	switch f.proto {
+	case "smux1", "smux2":
+		cfg := smux.DefaultConfig()
+		cfg.Version = int(f.proto[4] - '0')
+		if f.maxReceiveBuffer > 0 {
+			cfg.MaxReceiveBuffer = f.maxReceiveBuffer
+		}
+		if f.maxStreamBuffer > 0 {
+			cfg.MaxStreamBuffer = f.maxStreamBuffer
+		}
+		if f.maxFrameSize > 0 {
+			cfg.MaxFrameSize = f.maxFrameSize
+		}
+		if f.keepAliveInterval > 0 {
+			cfg.KeepAliveInterval = f.keepAliveInterval
+		}
+		if f.keepAliveTimeout > 0 {
+			cfg.KeepAliveTimeout = f.keepAliveTimeout
+		}
+		cfg.KeepAliveDisabled = f.keepAliveDisabled
+		var s *smux.Session
+		var err error
+		if client {
+			s, err = smux.Client(conn, cfg)
+		} else {
+			s, err = smux.Server(conn, cfg)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return smuxSession{s}, nil
+	default:
+		return nil, fmt.Errorf("unsupported -proto %q (want smux1 or smux2; yamux is not wired up yet)", f.proto)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------
+
+type scenario struct {
+	run  func(p *peer) error
+	help string
+}
+
+var scenarios = map[string]scenario{
+	"echo":       {scenarioEcho, "one stream, the opener's bytes echoed back exactly"},
+	"integrity":  {scenarioIntegrity, "-streams concurrent uploads of seeded log-uniform sizes up to -bytes, hashed and echoed"},
+	"both":       {scenarioBoth, "integrity, with both sides opening -streams streams at once"},
+	"bulk":       {scenarioBulk, "-bytes on one stream, checked by SHA-256"},
+	"halfclose":  {scenarioHalfClose, "the other side half-closes; Go reads to EOF, then replies -reply-bytes"},
+	"goclose":    {scenarioGoClose, "Go sends -bytes and closes first; then echoes a probe stream"},
+	"slowreader": {scenarioSlowReader, "-streams streams of -bytes read slowly by Go (-read-size, -read-pause)"},
+	"keepalive":  {scenarioKeepalive, "the session idles for -idle, then carries an echo"},
+	"kill":       {scenarioKill, "-streams streams carrying data both ways until the process is killed"},
+	"cut":        {scenarioCut, "-streams streams read by Go until the other side cuts the connection"},
+	"source":     {scenarioSource, "-streams streams on which Go sends -bytes, then closes"},
+}
+
+func scenarioNames() string {
+	names := make([]string, 0, len(scenarios))
+	for name := range scenarios {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// scenarioEcho: one stream, opened by the client. The opener sends -bytes of
+// pattern data while reading the echo, checks it byte for byte and closes;
+// the acceptor echoes until end of stream, then closes. Both report
+// stream_done (role opener/acceptor) with the bytes they saw.
+func scenarioEcho(p *peer) error {
+	st, err := p.openOrAccept()
+	if err != nil {
+		return err
+	}
+	if p.client {
+		return p.echoOpener(st)
+	}
+	return p.echoAcceptor(st)
+}
+
+func (p *peer) echoOpener(st muxStream) error {
+	data := p.pattern().bytesAt(0, int(p.f.bytes))
+	// Write and read at the same time: writing everything first would stall
+	// once the echo fills the window/buffers on the way back.
+	written := make(chan error, 1)
+	go func() {
+		_, err := st.Write(data)
+		written <- err
+	}()
+	echo := make([]byte, len(data))
+	if _, err := io.ReadFull(st, echo); err != nil {
+		return fmt.Errorf("read the echo: %w", err)
+	}
+	if err := <-written; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if i := firstDiff(data, echo); i >= 0 {
+		return fmt.Errorf("echo differs from what was sent at byte %d", i)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	p.reportStream(st, "opener", echo)
+	return nil
+}
+
+func (p *peer) echoAcceptor(st muxStream) error {
+	h := sha256.New()
+	// Hide smux's WriteTo from io.Copy: 1.5.16's WriteTo returns io.EOF at the
+	// end of the stream instead of nil.
+	n, err := io.Copy(io.MultiWriter(st, h), struct{ io.Reader }{st})
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	p.out.emit("stream_done", kv{"stream": st.ID(), "role": "acceptor", "bytes": n, "sha256": hex.EncodeToString(h.Sum(nil))})
+	return nil
+}
+
+// scenarioIntegrity: the client opens -streams streams at once, each carrying
+// an upload whose size is drawn log-uniformly between 1 and -bytes (seeded by
+// -seed); the server accepts and serves them (see uploadOpener and
+// uploadAcceptor).
+func scenarioIntegrity(p *peer) error {
+	if p.client {
+		return p.openEach(p.f.streams, p.uploadOpener)
+	}
+	return p.acceptEach(p.f.streams, p.uploadAcceptor)
+}
+
+// scenarioBoth: both sides open -streams upload streams at the same time and
+// serve the other side's.
+func scenarioBoth(p *peer) error {
+	accepted := make(chan error, 1)
+	go func() { accepted <- p.acceptEach(p.f.streams, p.uploadAcceptor) }()
+	if err := p.openEach(p.f.streams, p.uploadOpener); err != nil {
+		return err
+	}
+	return <-accepted
+}
+
+// The upload protocol of integrity and both. The opener sends
+//
+//	length u64 LE | SHA-256 of the data | data
+//
+// and keeps the stream open. The acceptor reads the whole upload before it
+// replies (an echo that stops reading while its write is blocked deadlocks
+// smux under load, by design), checks the hash, reports stream_done (role
+// acceptor), sends the data back and closes. The opener checks the echo and
+// the end of stream, closes, and reports stream_done (role opener).
+const uploadHeaderLen = 8 + sha256.Size
+
+func (p *peer) uploadOpener(i int, st muxStream) error {
+	size := p.uploadSizes()[i]
+	data := p.pattern().bytesAt(streamOffset(i), size)
+	sum := sha256.Sum256(data)
+	msg := make([]byte, uploadHeaderLen, uploadHeaderLen+size)
+	binary.LittleEndian.PutUint64(msg, uint64(size))
+	copy(msg[8:], sum[:])
+	if _, err := st.Write(append(msg, data...)); err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	echo := make([]byte, size)
+	if _, err := io.ReadFull(st, echo); err != nil {
+		return fmt.Errorf("read the echo: %w", err)
+	}
+	if i := firstDiff(data, echo); i >= 0 {
+		return fmt.Errorf("echo of %d bytes differs from the upload at byte %d", size, i)
+	}
+	if err := expectEOF(st); err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	p.reportStream(st, "opener", data)
+	return nil
+}
+
+func (p *peer) uploadAcceptor(_ int, st muxStream) error {
+	hdr := make([]byte, uploadHeaderLen)
+	if _, err := io.ReadFull(st, hdr); err != nil {
+		return fmt.Errorf("read the upload header: %w", err)
+	}
+	size := binary.LittleEndian.Uint64(hdr)
+	if size > 1<<31 {
+		return fmt.Errorf("upload announces %d bytes", size)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(st, data); err != nil {
+		return fmt.Errorf("read the upload (%d bytes): %w", size, err)
+	}
+	if sum := sha256.Sum256(data); !bytes.Equal(sum[:], hdr[8:]) {
+		return fmt.Errorf("upload of %d bytes: SHA-256 %x, announced %x", size, sum, hdr[8:])
+	}
+	p.reportStream(st, "acceptor", data)
+	if _, err := st.Write(data); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	return st.Close()
+}
+
+// scenarioBulk: one stream, opened by the client, which sends a length (u64
+// LE) and then -bytes of pattern data, hashing as it goes. The acceptor
+// hashes what it reads, reports stream_done (role acceptor, with "seconds"),
+// replies with the raw 32-byte SHA-256 and closes; the opener compares it
+// with its own, checks the end of stream and reports (role opener).
+func scenarioBulk(p *peer) error {
+	st, err := p.openOrAccept()
+	if err != nil {
+		return err
+	}
+	if p.client {
+		return p.bulkSender(st)
+	}
+	return p.bulkReceiver(st)
+}
+
+func (p *peer) bulkSender(st muxStream) error {
+	start := time.Now()
+	var hdr [8]byte
+	binary.LittleEndian.PutUint64(hdr[:], uint64(p.f.bytes))
+	if _, err := st.Write(hdr[:]); err != nil {
+		return fmt.Errorf("write the length: %w", err)
+	}
+	h := sha256.New()
+	if err := p.pattern().writeTo(io.MultiWriter(st, h), 0, p.f.bytes); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	digest := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(st, digest); err != nil {
+		return fmt.Errorf("read the receiver's digest: %w", err)
+	}
+	sum := h.Sum(nil)
+	if !bytes.Equal(digest, sum) {
+		return fmt.Errorf("receiver's SHA-256 %x, sent %x", digest, sum)
+	}
+	if err := expectEOF(st); err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	p.out.emit("stream_done", kv{"stream": st.ID(), "role": "opener", "bytes": p.f.bytes,
+		"sha256": hex.EncodeToString(sum), "seconds": time.Since(start).Seconds()})
+	return nil
+}
+
+func (p *peer) bulkReceiver(st muxStream) error {
+	start := time.Now()
+	var hdr [8]byte
+	if _, err := io.ReadFull(st, hdr[:]); err != nil {
+		return fmt.Errorf("read the length: %w", err)
+	}
+	size := int64(binary.LittleEndian.Uint64(hdr[:]))
+	h := sha256.New()
+	if _, err := io.CopyN(h, st, size); err != nil {
+		return fmt.Errorf("receive %d bytes: %w", size, err)
+	}
+	sum := h.Sum(nil)
+	p.out.emit("stream_done", kv{"stream": st.ID(), "role": "acceptor", "bytes": size,
+		"sha256": hex.EncodeToString(sum), "seconds": time.Since(start).Seconds()})
+	if _, err := st.Write(sum); err != nil {
+		return fmt.Errorf("write the digest: %w", err)
+	}
+	return st.Close()
+}
+
+// startByte is what Go writes first on streams where the other side would
+// otherwise write first. smux 1.5.16's OpenStream registers the stream only
+// after its SYN is on the wire, and silently drops data arriving before that;
+// a peer that waits for this byte never writes too early.
+const startByte = 'G'
+
+// scenarioHalfClose: one stream, opened by the client. Go writes the start
+// byte, reads the other side's request until end of stream (the other side
+// half-closes), reports "request" {stream, bytes, sha256}, writes a reply of
+// -reply-bytes pattern bytes in one Write, reports "reply" {stream, bytes,
+// written, error} with that Write's result, and closes.
+func scenarioHalfClose(p *peer) error {
+	st, err := p.openOrAccept()
+	if err != nil {
+		return err
+	}
+	if _, err := st.Write([]byte{startByte}); err != nil {
+		return fmt.Errorf("write the start byte: %w", err)
+	}
+	req, err := io.ReadAll(st)
+	if err != nil {
+		return fmt.Errorf("read the request: %w", err)
+	}
+	p.out.emit("request", kv{"stream": st.ID(), "bytes": len(req), "sha256": hexSHA(req)})
+	reply := p.pattern().bytesAt(0, int(p.f.replyBytes))
+	n, werr := st.Write(reply)
+	p.out.emit("reply", kv{"stream": st.ID(), "bytes": len(reply), "written": n, "error": errString(werr)})
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// scenarioGoClose: Go closes first. One stream, opened by the client: Go
+// writes -bytes of pattern data and closes it (1.5.16 has only a full close),
+// then reports "read_after_close" {stream, bytes, error} with what a Read on
+// the closed stream returns. The other side reads to end of stream and may
+// write on regardless; Go must drop that data without harm, which the next
+// stream proves: Go accepts it and echoes it (scenarioEcho's acceptor).
+func scenarioGoClose(p *peer) error {
+	st, err := p.openOrAccept()
+	if err != nil {
+		return err
+	}
+	if _, err := st.Write(p.pattern().bytesAt(0, int(p.f.bytes))); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	buf := make([]byte, 64)
+	n, rerr := st.Read(buf)
+	p.out.emit("read_after_close", kv{"stream": st.ID(), "bytes": n, "error": errString(rerr)})
+	probe, err := p.sess.Accept()
+	if err != nil {
+		return fmt.Errorf("accept the probe stream: %w", err)
+	}
+	return p.echoAcceptor(probe)
+}
+
+// scenarioSlowReader: -streams streams, opened by the client, on which the
+// other side sends data and Go reads slowly: -read-size bytes per Read and a
+// -read-pause sleep after each (pacing, not synchronisation). Go writes the
+// start byte first, reads to end of stream, reports stream_done (role
+// reader) and closes. Meant for small -max-receive-buffer/-max-stream-buffer.
+func scenarioSlowReader(p *peer) error {
+	return p.eachStream(p.f.streams, func(_ int, st muxStream) error {
+		if _, err := st.Write([]byte{startByte}); err != nil {
+			return fmt.Errorf("write the start byte: %w", err)
+		}
+		h := sha256.New()
+		buf := make([]byte, p.f.readSize)
+		var total int64
+		for {
+			n, err := st.Read(buf)
+			h.Write(buf[:n])
+			total += int64(n)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read after %d bytes: %w", total, err)
+			}
+			time.Sleep(p.f.readPause)
+		}
+		p.out.emit("stream_done", kv{"stream": st.ID(), "role": "reader", "bytes": total, "sha256": hex.EncodeToString(h.Sum(nil))})
+		return st.Close()
+	})
+}
+
+// scenarioSource: -streams streams, opened by the client, on which Go sends
+// -bytes of pattern data (the i-th stream from streamOffset(i)) as fast as it
+// can, reports stream_done (role sender) and closes. For a slow reader on the
+// other side.
+func scenarioSource(p *peer) error {
+	return p.eachStream(p.f.streams, func(i int, st muxStream) error {
+		data := p.pattern().bytesAt(streamOffset(i), int(p.f.bytes))
+		if _, err := st.Write(data); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		p.reportStream(st, "sender", data)
+		return st.Close()
+	})
+}
+
+// scenarioKeepalive: the session stays idle for -idle (the client sleeps; the
+// server waits in Accept), then must still be open and carry scenarioEcho.
+// Run it with short -keepalive-interval and -keepalive-timeout: only the
+// keepalives of both sides keep the session alive meanwhile.
+func scenarioKeepalive(p *peer) error {
+	if p.client {
+		time.Sleep(p.f.idle) // the idle period is what is tested, not a synchronisation
+		if p.sess.IsClosed() {
+			return fmt.Errorf("session closed while idle for %v", p.f.idle)
+		}
+	}
+	if err := scenarioEcho(p); err != nil {
+		return err
+	}
+	if p.sess.IsClosed() {
+		return errors.New("session closed after the echo")
+	}
+	return nil
+}
+
+// scenarioKill: -streams streams, opened by the client, carrying pattern data
+// in both directions without end. Reports "streaming" {stream} once per stream
+// when its first bytes have arrived. The test kills the process meanwhile.
+func scenarioKill(p *peer) error {
+	return p.eachStream(p.f.streams, func(_ int, st muxStream) error {
+		go func() {
+			for {
+				if err := p.pattern().writeTo(st, 0, patternBlockLen); err != nil {
+					p.out.fatal(fmt.Errorf("stream %d: write: %w", st.ID(), err))
+				}
+			}
+		}()
+		buf := make([]byte, 64*1024)
+		for first := true; ; first = false {
+			if _, err := st.Read(buf); err != nil {
+				return fmt.Errorf("read: %w", err)
+			}
+			if first {
+				p.out.emit("streaming", kv{"stream": st.ID()})
+			}
+		}
+	})
+}
+
+// scenarioCut: the other side cuts the connection without closing its
+// streams. -streams streams, opened by the client; Go writes the start byte
+// and reads. It reports "received" {stream, bytes, sha256} when -bytes have
+// arrived, then reads on and reports how reading ended: "read_end" {stream,
+// bytes, error, session_closed}.
+func scenarioCut(p *peer) error {
+	return p.eachStream(p.f.streams, func(_ int, st muxStream) error {
+		if _, err := st.Write([]byte{startByte}); err != nil {
+			return fmt.Errorf("write the start byte: %w", err)
+		}
+		h := sha256.New()
+		buf := make([]byte, 64*1024)
+		var total int64
+		for {
+			n, err := st.Read(buf)
+			h.Write(buf[:n])
+			reached := total < p.f.bytes && total+int64(n) >= p.f.bytes
+			total += int64(n)
+			if reached {
+				p.out.emit("received", kv{"stream": st.ID(), "bytes": total, "sha256": hex.EncodeToString(h.Sum(nil))})
+			}
+			if err != nil {
+				p.out.emit("read_end", kv{"stream": st.ID(), "bytes": total, "error": errString(err),
+					"session_closed": p.sess.IsClosed()})
+				return nil
+			}
+		}
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Scenario helpers
+// ---------------------------------------------------------------------------
+
+// openOrAccept returns the scenario's stream: the client opens it, the server
+// accepts it.
+func (p *peer) openOrAccept() (muxStream, error) {
+	if p.client {
+		st, err := p.sess.Open()
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		return st, nil
+	}
+	st, err := p.sess.Accept()
+	if err != nil {
+		return nil, fmt.Errorf("accept: %w", err)
+	}
+	return st, nil
+}
+
+// eachStream runs fn on n streams at once: the client opens them, the server
+// accepts them (i counts in accept order).
+func (p *peer) eachStream(n int, fn func(i int, st muxStream) error) error {
+	if p.client {
+		return p.openEach(n, fn)
+	}
+	return p.acceptEach(n, fn)
+}
+
+// openEach opens n streams concurrently and runs fn on each. The first error
+// ends the process (see reporter.fatal): the other goroutines may be blocked
+// on a peer that will never answer.
+func (p *peer) openEach(n int, fn func(i int, st muxStream) error) error {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			st, err := p.sess.Open()
+			if err != nil {
+				p.out.fatal(fmt.Errorf("open stream #%d: %w", i, err))
+			}
+			if err := fn(i, st); err != nil {
+				p.out.fatal(fmt.Errorf("stream %d: %w", st.ID(), err))
+			}
+		}(i)
+	}
+	wg.Wait()
+	return nil
+}
+
+// acceptEach accepts n streams and serves each in its own goroutine (i counts
+// in accept order); errors are fatal as in openEach.
+func (p *peer) acceptEach(n int, serve func(i int, st muxStream) error) error {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		st, err := p.sess.Accept()
+		if err != nil {
+			return fmt.Errorf("accept stream %d of %d: %w", i+1, n, err)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := serve(i, st); err != nil {
+				p.out.fatal(fmt.Errorf("stream %d: %w", st.ID(), err))
+			}
+		}(i)
+	}
+	wg.Wait()
+	return nil
+}
+
+// reportStream reports a finished stream with the data it carried.
+func (p *peer) reportStream(st muxStream, role string, data []byte) {
+	p.out.emit("stream_done", kv{"stream": st.ID(), "role": role, "bytes": len(data), "sha256": hexSHA(data)})
+}
+
+// uploadSizes are the sizes of the uploads this side opens: log-uniform
+// between 1 and -bytes (every order of magnitude equally likely, which keeps
+// the total small), drawn from -seed.
+func (p *peer) uploadSizes() []int {
+	rng := rand.New(rand.NewSource(int64(p.f.seed)))
+	maxExp := math.Log2(float64(p.f.bytes))
+	sizes := make([]int, p.f.streams)
+	for i := range sizes {
+		sizes[i] = int(math.Pow(2, rng.Float64()*maxExp))
+		if sizes[i] < 1 {
+			sizes[i] = 1
+		}
+	}
+	return sizes
+}
+
+// streamOffset is where in the pattern the data of a side's i-th stream
+// starts, so that different streams carry different bytes.
+func streamOffset(i int) int64 { return int64(i) * 1000003 }
+
+// expectEOF checks that the stream has ended: the peer's FIN arrived and no
+// data follows.
+func expectEOF(r io.Reader) error {
+	var b [1]byte
+	if n, err := r.Read(b[:]); n != 0 || err != io.EOF {
+		return fmt.Errorf("expected end of stream, got %d bytes and error %v", n, err)
+	}
+	return nil
+}
+
+// firstDiff returns the index of the first byte where a and b differ (a
+// length difference counts), or -1.
+func firstDiff(a, b []byte) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		if len(a) < len(b) {
+			return len(a)
+		}
+		return len(b)
+	}
+	return -1
+}
+
+func hexSHA(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ---------------------------------------------------------------------------
+// Generated data
+// ---------------------------------------------------------------------------
+
+// patternBlockLen is the period of the pattern: 1 MiB + 8 bytes, so that in
+// a long transfer no two frames carry the same bytes and a reordered,
+// duplicated or lost frame always changes the hash.
+const patternBlockLen = 1<<20 + 8
+
+// pattern is the data every scenario sends: the little-endian bytes of the
+// SplitMix64 sequence seeded with -seed, repeated with period
+// patternBlockLen. braid's tests generate the same bytes
+// (crates/braid/tests/interop/mod.rs), so either side can check the other's
+// data itself, not only its hash.
+type pattern struct{ block []byte }
+
+func newPattern(seed uint64) *pattern {
+	b := make([]byte, patternBlockLen)
+	x := seed
+	for i := 0; i < len(b); i += 8 {
+		x += 0x9e3779b97f4a7c15
+		z := x
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+		binary.LittleEndian.PutUint64(b[i:], z)
+	}
+	return &pattern{block: b}
+}
+
+// pattern returns the pattern of -seed, made on first use.
+func (p *peer) pattern() *pattern {
+	p.patOnce.Do(func() { p.pat = newPattern(p.f.seed) })
+	return p.pat
+}
+
+// bytesAt returns n bytes of the pattern starting at offset.
+func (pt *pattern) bytesAt(offset int64, n int) []byte {
+	out := make([]byte, n)
+	pos := offset % patternBlockLen
+	for k := 0; k < n; pos = 0 {
+		k += copy(out[k:], pt.block[pos:])
+	}
+	return out
+}
+
+// writeTo writes n bytes of the pattern, starting at offset, to w in pieces of
+// at most one block, without allocating.
+func (pt *pattern) writeTo(w io.Writer, offset, n int64) error {
+	pos := offset % patternBlockLen
+	for n > 0 {
+		chunk := pt.block[pos:]
+		if int64(len(chunk)) > n {
+			chunk = chunk[:n]
+		}
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+		n -= int64(len(chunk))
+		pos = 0
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------
+
+// kv holds an event's fields.
+type kv map[string]interface{}
+
+// reporter prints events as JSON lines, "event" first and the other fields
+// sorted, each line with a single Write so that lines from concurrent
+// goroutines never interleave.
+type reporter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (r *reporter) emit(event string, fields kv) {
+	var b bytes.Buffer
+	b.WriteString(`{"event":`)
+	writeJSON(&b, event)
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteByte(',')
+		writeJSON(&b, k)
+		b.WriteByte(':')
+		writeJSON(&b, fields[k])
+	}
+	b.WriteString("}\n")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.w.Write(b.Bytes())
+}
+
+// fatal reports err and ends the process with status 1. Used from
+// goroutines: a failed stream must not leave the test waiting for the rest.
+func (r *reporter) fatal(err error) {
+	r.emit("error", kv{"msg": err.Error()})
+	fmt.Fprintf(os.Stderr, "braid-peer: %v\n", err)
+	os.Exit(1)
+}
+
+func writeJSON(b *bytes.Buffer, v interface{}) {
+	j, err := json.Marshal(v)
+	if err != nil {
+		j, _ = json.Marshal(fmt.Sprint(v))
+	}
+	b.Write(j)
 }
