@@ -8,8 +8,8 @@
 //	server  listen on -addr, accept one connection, run -scenario on it
 //	client  dial -addr, run -scenario on the connection
 //
-// In server and client mode the peer speaks -proto (smux1 or smux2) over one
-// TCP connection and reports what happened as JSON lines on stdout (see
+// In server and client mode the peer speaks -proto (smux1, smux2 or yamux) over
+// one TCP connection and reports what happened as JSON lines on stdout (see
 // README.md for the events and the scenarios), so that braid's Rust tests can
 // assert on the real Go library's behaviour.
 //
@@ -702,6 +702,14 @@ type peerFlags struct {
 	keepAliveTimeout  time.Duration
 	keepAliveDisabled bool
 
+	// yamux tuning; 0 keeps the library's default. -keepalive-interval is
+	// shared with smux; yamux's keepalive runs when -enable-keepalive is set
+	// (the default, as in yamux) and -keepalive-disabled is not.
+	acceptBacklog          int
+	maxStreamWindow        uint
+	connectionWriteTimeout time.Duration
+	enableKeepAlive        bool
+
 	// Scenario parameters; each scenario says which it uses.
 	streams    int
 	bytes      int64
@@ -710,6 +718,8 @@ type peerFlags struct {
 	idle       time.Duration
 	readSize   int
 	readPause  time.Duration
+	writeSize  int
+	pings      int
 
 	// The peer gives up (error event, exit status 3) after this long, so a
 	// hang never outlives the test that started it.
@@ -717,15 +727,19 @@ type peerFlags struct {
 }
 
 func (f *peerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.proto, "proto", "smux1", "protocol: smux1 or smux2")
+	fs.StringVar(&f.proto, "proto", "smux1", "protocol: smux1, smux2 or yamux")
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:0", "server: address to listen on (the actual one is reported); client: address to dial")
 	fs.StringVar(&f.scenario, "scenario", "", "what to do on the session: "+scenarioNames())
 	fs.IntVar(&f.maxReceiveBuffer, "max-receive-buffer", 0, "smux MaxReceiveBuffer, bytes (0: library default)")
 	fs.IntVar(&f.maxStreamBuffer, "max-stream-buffer", 0, "smux MaxStreamBuffer, bytes (0: library default)")
 	fs.IntVar(&f.maxFrameSize, "max-frame-size", 0, "smux MaxFrameSize, bytes (0: library default)")
-	fs.DurationVar(&f.keepAliveInterval, "keepalive-interval", 0, "smux KeepAliveInterval (0: library default)")
+	fs.DurationVar(&f.keepAliveInterval, "keepalive-interval", 0, "smux/yamux KeepAliveInterval (0: library default)")
 	fs.DurationVar(&f.keepAliveTimeout, "keepalive-timeout", 0, "smux KeepAliveTimeout (0: library default)")
-	fs.BoolVar(&f.keepAliveDisabled, "keepalive-disabled", false, "smux KeepAliveDisabled")
+	fs.BoolVar(&f.keepAliveDisabled, "keepalive-disabled", false, "smux KeepAliveDisabled; yamux: EnableKeepAlive false")
+	fs.IntVar(&f.acceptBacklog, "accept-backlog", 0, "yamux AcceptBacklog (0: library default, 256)")
+	fs.UintVar(&f.maxStreamWindow, "max-stream-window", 0, "yamux MaxStreamWindowSize, bytes, at least 262144 (0: library default)")
+	fs.DurationVar(&f.connectionWriteTimeout, "connection-write-timeout", 0, "yamux ConnectionWriteTimeout, also its ping timeout (0: library default)")
+	fs.BoolVar(&f.enableKeepAlive, "enable-keepalive", true, "yamux EnableKeepAlive")
 	fs.IntVar(&f.streams, "streams", 1, "number of streams")
 	fs.Int64Var(&f.bytes, "bytes", 1<<20, "bytes to send (integrity, both: the largest upload)")
 	fs.Int64Var(&f.replyBytes, "reply-bytes", 1<<20, "bytes of the reply (halfclose)")
@@ -733,6 +747,8 @@ func (f *peerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.idle, "idle", 10*time.Second, "how long the session stays idle (keepalive)")
 	fs.IntVar(&f.readSize, "read-size", 1000, "bytes per Read (slowreader)")
 	fs.DurationVar(&f.readPause, "read-pause", time.Millisecond, "pause after each Read (slowreader)")
+	fs.IntVar(&f.writeSize, "write-size", 1<<20, "bytes per Write of the reply (bigframes)")
+	fs.IntVar(&f.pings, "pings", 3, "pings to send (ping)")
 	fs.DurationVar(&f.timeout, "timeout", 120*time.Second, "give up after this long")
 }
 
@@ -818,8 +834,8 @@ func (p *peer) waitPeerClose() {
 // Sessions: what scenarios need from a multiplexer
 // ---------------------------------------------------------------------------
 
-// muxSession is the part of a multiplexer session the scenarios use. smux is
-// the only implementation so far; -proto yamux needs just another adapter.
+// muxSession is the part of a multiplexer session the scenarios use, with an
+// adapter for smux (smuxSession) and one for yamux (yamuxSession).
 type muxSession interface {
 	Open() (muxStream, error)
 	Accept() (muxStream, error)
@@ -828,7 +844,9 @@ type muxSession interface {
 }
 
 // muxStream is one stream. Close is the library's own: in smux 1.5.16 a full
-// close (FIN; the stream can no longer read and is forgotten).
+// close (FIN; the stream can no longer read and is forgotten); in the 2019
+// yamux a FIN after which Read returns io.EOF whenever nothing is buffered
+// (see scenarioCloseRead).
 type muxStream interface {
 	io.ReadWriteCloser
 	ID() uint32
@@ -854,6 +872,49 @@ func (m smuxSession) Accept() (muxStream, error) {
 
 func (m smuxSession) IsClosed() bool { return m.s.IsClosed() }
 func (m smuxSession) Close() error   { return m.s.Close() }
+
+// yamuxControl is what the yamux-only scenarios need beyond muxSession.
+type yamuxControl interface {
+	GoAway() error
+	Ping() (time.Duration, error)
+}
+
+type yamuxSession struct{ s *yamux.Session }
+
+// yamuxStream gives *yamux.Stream the ID method of muxStream.
+type yamuxStream struct{ *yamux.Stream }
+
+func (s yamuxStream) ID() uint32 { return s.StreamID() }
+
+func (m yamuxSession) Open() (muxStream, error) {
+	st, err := m.s.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return yamuxStream{st}, nil
+}
+
+func (m yamuxSession) Accept() (muxStream, error) {
+	st, err := m.s.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return yamuxStream{st}, nil
+}
+
+func (m yamuxSession) IsClosed() bool               { return m.s.IsClosed() }
+func (m yamuxSession) Close() error                 { return m.s.Close() }
+func (m yamuxSession) GoAway() error                { return m.s.GoAway() }
+func (m yamuxSession) Ping() (time.Duration, error) { return m.s.Ping() }
+
+// yamux returns the session's yamux controls, or an error for smux.
+func (p *peer) yamux() (yamuxControl, error) {
+	y, ok := p.sess.(yamuxControl)
+	if !ok {
+		return nil, fmt.Errorf("scenario %q needs -proto yamux", p.f.scenario)
+	}
+	return y, nil
+}
 
 // newMuxSession starts the session of -proto over conn with the tuning flags
 // applied on top of the library's defaults.
@@ -889,8 +950,36 @@ func newMuxSession(f *peerFlags, conn net.Conn, client bool) (muxSession, error)
 			return nil, err
 		}
 		return smuxSession{s}, nil
+	case "yamux":
+		cfg := yamux.DefaultConfig()
+		if f.acceptBacklog > 0 {
+			cfg.AcceptBacklog = f.acceptBacklog
+		}
+		if f.maxStreamWindow > 0 {
+			cfg.MaxStreamWindowSize = uint32(f.maxStreamWindow)
+		}
+		if f.keepAliveInterval > 0 {
+			cfg.KeepAliveInterval = f.keepAliveInterval
+		}
+		if f.connectionWriteTimeout > 0 {
+			cfg.ConnectionWriteTimeout = f.connectionWriteTimeout
+		}
+		cfg.EnableKeepAlive = f.enableKeepAlive && !f.keepAliveDisabled
+		// yamux logs to stderr (backlog overflows, frames for unknown streams),
+		// which the tests show when something fails.
+		var s *yamux.Session
+		var err error
+		if client {
+			s, err = yamux.Client(conn, cfg)
+		} else {
+			s, err = yamux.Server(conn, cfg)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return yamuxSession{s}, nil
 	default:
-		return nil, fmt.Errorf("unsupported -proto %q (want smux1 or smux2; yamux is not wired up yet)", f.proto)
+		return nil, fmt.Errorf("unsupported -proto %q (want smux1, smux2 or yamux)", f.proto)
 	}
 }
 
@@ -915,6 +1004,15 @@ var scenarios = map[string]scenario{
 	"kill":       {scenarioKill, "-streams streams carrying data both ways until the process is killed"},
 	"cut":        {scenarioCut, "-streams streams read by Go until the other side cuts the connection"},
 	"source":     {scenarioSource, "-streams streams on which Go sends -bytes, then closes"},
+
+	// yamux only
+	"goaway":     {scenarioGoAway, "yamux: Go sends GoAway with a stream open, echoes that stream, then opens one"},
+	"goawayrecv": {scenarioGoAwayRecv, "yamux: the other side sends GoAway; Go's next open must fail, its open stream echoes"},
+	"backlog":    {scenarioBacklog, "yamux: Go leaves streams in its -accept-backlog until told, then accepts and echoes -streams"},
+	"openmany":   {scenarioOpenMany, "yamux: Go opens -streams streams and echoes -bytes on each; resets are reported, not fatal"},
+	"ping":       {scenarioPing, "yamux: Go pings the other side -pings times"},
+	"closeread":  {scenarioCloseRead, "yamux: Go sends -bytes, closes, and then reads the -reply-bytes reply"},
+	"bigframes":  {scenarioBigFrames, "yamux: Go reads a -bytes request, replies -reply-bytes in Writes of -write-size"},
 }
 
 func scenarioNames() string {
@@ -1308,6 +1406,241 @@ func scenarioCut(p *peer) error {
 			}
 		}
 	})
+}
+
+// ---------------------------------------------------------------------------
+// yamux-only scenarios
+// ---------------------------------------------------------------------------
+
+// scenarioGoAway: Go sends GoAway (code 0) while a stream is open. The other
+// side opens one stream; Go accepts it, calls Session.GoAway, reports
+// "go_away_sent" {stream}, then writes the start byte on the stream: it
+// follows the GoAway on the wire, so once the other side has read it, it has
+// processed the GoAway too. Then Go echoes the stream to its end
+// (echoAcceptor): existing streams go on. Finally Go opens a stream itself
+// and runs echoOpener on it: GoAway only stops the peer from opening.
+func scenarioGoAway(p *peer) error {
+	y, err := p.yamux()
+	if err != nil {
+		return err
+	}
+	st, err := p.sess.Accept()
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	if err := y.GoAway(); err != nil {
+		return fmt.Errorf("go away: %w", err)
+	}
+	p.out.emit("go_away_sent", kv{"stream": st.ID()})
+	if _, err := st.Write([]byte{startByte}); err != nil {
+		return fmt.Errorf("write the start byte: %w", err)
+	}
+	if err := p.echoAcceptor(st); err != nil {
+		return err
+	}
+	own, err := p.sess.Open()
+	if err != nil {
+		return fmt.Errorf("open after our GoAway: %w", err)
+	}
+	return p.echoOpener(own)
+}
+
+// scenarioGoAwayRecv: the other side sends GoAway while a stream is open. Go
+// opens one stream and reads one byte on it, which the other side writes after
+// its GoAway (so Go has processed the GoAway by then). Go then tries to open a
+// second stream, which must fail, and reports "open_after_go_away" {stream,
+// error}. Then it runs echoOpener on the first stream: existing streams go on.
+// Finally it accepts a stream from the other side and echoes it (echoAcceptor):
+// GoAway only stops Go from opening.
+func scenarioGoAwayRecv(p *peer) error {
+	if _, err := p.yamux(); err != nil {
+		return err
+	}
+	st, err := p.sess.Open()
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(st, b[:]); err != nil {
+		return fmt.Errorf("read the signal byte: %w", err)
+	}
+	second, err := p.sess.Open()
+	if err == nil {
+		second.Close()
+		return fmt.Errorf("opened stream %d after the other side's GoAway", second.ID())
+	}
+	p.out.emit("open_after_go_away", kv{"stream": st.ID(), "error": err.Error()})
+	if err := p.echoOpener(st); err != nil {
+		return err
+	}
+	theirs, err := p.sess.Accept()
+	if err != nil {
+		return fmt.Errorf("accept after the other side's GoAway: %w", err)
+	}
+	return p.echoAcceptor(theirs)
+}
+
+// scenarioBacklog: Go leaves the streams the other side opens in its accept
+// backlog (-accept-backlog) until told to accept them. Go opens a control
+// stream first and reports "control" {stream}. The other side accepts it,
+// opens its streams (yamux answers each SYN beyond the backlog with RST) and,
+// when it is ready, writes one byte on the control stream. Go then reports
+// "accepting", accepts -streams streams, echoes each to its end
+// (echoAcceptor), and closes the control stream.
+func scenarioBacklog(p *peer) error {
+	if _, err := p.yamux(); err != nil {
+		return err
+	}
+	ctl, err := p.sess.Open()
+	if err != nil {
+		return fmt.Errorf("open the control stream: %w", err)
+	}
+	p.out.emit("control", kv{"stream": ctl.ID()})
+	var b [1]byte
+	if _, err := io.ReadFull(ctl, b[:]); err != nil {
+		return fmt.Errorf("read the go-ahead: %w", err)
+	}
+	p.out.emit("accepting", kv{})
+	err = p.acceptEach(p.f.streams, func(_ int, st muxStream) error { return p.echoAcceptor(st) })
+	if err != nil {
+		return err
+	}
+	return ctl.Close()
+}
+
+// scenarioOpenMany: Go opens -streams streams one after the other and runs
+// echoOpener (-bytes) on each, all at once. A stream the other side resets
+// (yamux's answer to a SYN beyond its accept backlog) is reported as
+// "stream_reset" {stream, error} instead of failing the scenario; the others
+// report stream_done (role opener) as usual.
+func scenarioOpenMany(p *peer) error {
+	if _, err := p.yamux(); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < p.f.streams; i++ {
+		st, err := p.sess.Open()
+		if err != nil {
+			return fmt.Errorf("open stream #%d: %w", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.echoOpener(st)
+			if errors.Is(err, yamux.ErrConnectionReset) {
+				p.out.emit("stream_reset", kv{"stream": st.ID(), "error": err.Error()})
+			} else if err != nil {
+				p.out.fatal(fmt.Errorf("stream %d: %w", st.ID(), err))
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// scenarioPing: Go pings the other side -pings times (Session.Ping) and
+// reports each round trip as "ping" {n, rtt_us}.
+func scenarioPing(p *peer) error {
+	y, err := p.yamux()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < p.f.pings; i++ {
+		rtt, err := y.Ping()
+		if err != nil {
+			return fmt.Errorf("ping %d: %w", i, err)
+		}
+		p.out.emit("ping", kv{"n": i, "rtt_us": rtt.Microseconds()})
+	}
+	return nil
+}
+
+// scenarioCloseRead: Go half-closes, then wants the reply. One stream, opened
+// by the client: Go writes -bytes of pattern data, calls Close (the 2019 yamux
+// has no CloseWrite; Close sends FIN and the stream goes to LocalClose) and
+// reads at once, reporting "read_after_close" {stream, bytes, error}. The
+// other side replies only after that report. In this version a Read after
+// Close returns io.EOF whenever nothing is buffered, instead of waiting. Data
+// arriving later is still buffered, so Go then polls Read (every 5 ms, for up
+// to 10 s) until -reply-bytes have come and reports "late_reply" {stream,
+// bytes, sha256, eof_reads}, eof_reads counting the io.EOF results meanwhile.
+func scenarioCloseRead(p *peer) error {
+	if _, err := p.yamux(); err != nil {
+		return err
+	}
+	st, err := p.openOrAccept()
+	if err != nil {
+		return err
+	}
+	if _, err := st.Write(p.pattern().bytesAt(0, int(p.f.bytes))); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	buf := make([]byte, 64*1024)
+	n, rerr := st.Read(buf)
+	p.out.emit("read_after_close", kv{"stream": st.ID(), "bytes": n, "error": errString(rerr)})
+	reply := append([]byte(nil), buf[:n]...)
+	eofs := 0
+	var readErr error
+	err = waitFor("the reply after Close", 10*time.Second, func() bool {
+		for {
+			n, err := st.Read(buf)
+			reply = append(reply, buf[:n]...)
+			if err == io.EOF {
+				eofs++
+				return int64(len(reply)) >= p.f.replyBytes
+			}
+			if err != nil {
+				readErr = err
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w (%d bytes so far)", err, len(reply))
+	}
+	if readErr != nil {
+		return fmt.Errorf("read the reply after %d bytes: %w", len(reply), readErr)
+	}
+	p.out.emit("late_reply", kv{"stream": st.ID(), "bytes": len(reply), "sha256": hexSHA(reply), "eof_reads": eofs})
+	return nil
+}
+
+// scenarioBigFrames: one stream, opened by the other side. Go reads a request
+// of -bytes pattern bytes and checks it, reports "request" {stream, bytes,
+// sha256}, then replies with -reply-bytes pattern bytes (both from offset 0)
+// in Writes of -write-size bytes, and closes. yamux sends each Write as one
+// Data frame as far as the window allows: run it with a large
+// -max-stream-window here and a large window on the other side.
+func scenarioBigFrames(p *peer) error {
+	if _, err := p.yamux(); err != nil {
+		return err
+	}
+	st, err := p.sess.Accept()
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	req := make([]byte, p.f.bytes)
+	if _, err := io.ReadFull(st, req); err != nil {
+		return fmt.Errorf("read the request: %w", err)
+	}
+	if i := firstDiff(req, p.pattern().bytesAt(0, len(req))); i >= 0 {
+		return fmt.Errorf("request differs from the pattern at byte %d", i)
+	}
+	p.out.emit("request", kv{"stream": st.ID(), "bytes": len(req), "sha256": hexSHA(req)})
+	reply := p.pattern().bytesAt(0, int(p.f.replyBytes))
+	for off := 0; off < len(reply); off += p.f.writeSize {
+		end := off + p.f.writeSize
+		if end > len(reply) {
+			end = len(reply)
+		}
+		if _, err := st.Write(reply[off:end]); err != nil {
+			return fmt.Errorf("write the reply at %d: %w", off, err)
+		}
+	}
+	return st.Close()
 }
 
 // ---------------------------------------------------------------------------

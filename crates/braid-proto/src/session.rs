@@ -626,7 +626,8 @@ impl Session {
             return Err(ReadError::Blocked);
         }
         let (n, out) = take(st);
-        if closed.is_none() && st.recv_flow.on_read(n, window, st.recv_len) {
+        // After the peer's FIN no more data comes: a window update would be noise.
+        if closed.is_none() && !st.remote_fin && st.recv_flow.on_read(n, window, st.recv_len) {
             st.upd_due = true;
             self.sched.push_control(&mut st.queued, id.0);
         }
@@ -732,6 +733,9 @@ impl Session {
     fn queue_ping(&mut self, now: Instant) -> u32 {
         let value = self.next_ping_value;
         self.next_ping_value = self.next_ping_value.wrapping_add(1);
+        if self.pings.len() >= MAX_PINGS {
+            self.pings.pop_front(); // its reply, if it ever comes, is ignored
+        }
         self.pings.push_back((value, now));
         self.pings_due.push_back(value);
         value

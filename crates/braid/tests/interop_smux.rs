@@ -10,14 +10,12 @@
 
 mod interop;
 
-use braid::{Config, ConnectionError, Protocol, Session, Stream};
+use braid::{Config, ConnectionError, Protocol, Session};
 use interop::{
-    assert_same_bytes, bounded, connect, finish, go_records, hex, pattern, single, start,
-    stream_offset, Dir, Record,
+    assert_same_bytes, bounded, braid_echo_acceptor, braid_echo_opener, bulk_receive, bulk_send,
+    connect, each_stream, finish, go_records, open_or_accept, open_or_accept_n, open_uploads,
+    pattern, request_then_half_close, serve_uploads, single, start, stream_offset, Dir, Record,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,41 +106,6 @@ async fn echo_bytes(proto: Protocol, dir: Dir, len: usize) {
     assert_eq!(go_records(&events, go_role), vec![Record::of(id, &data)]);
 }
 
-/// Sends `data` while reading the echo (at the same time: writing everything first would
-/// stall once the echo fills the buffers on its way back), checks it, half-closes, and
-/// expects the echoing side to close in turn.
-async fn braid_echo_opener(stream: Stream, data: &[u8]) {
-    let id = stream.id();
-    let (mut r, mut w) = stream.into_split();
-    let to_send = data.to_vec();
-    // The write half is handed back: dropping it would half-close.
-    let writer = tokio::spawn(async move { w.write_all(&to_send).await.map(|()| w) });
-    let mut echo = vec![0u8; data.len()];
-    r.read_exact(&mut echo).await.expect("read the echo");
-    let mut w = writer.await.unwrap().expect("write");
-    assert_same_bytes(&echo, data, "echo");
-    w.shutdown().await.unwrap();
-    let n = r.read(&mut [0u8; 1]).await.expect("read the end of stream");
-    assert_eq!(n, 0, "stream {id}: the echoing side closes after the echo");
-}
-
-/// Echoes until end of stream, then half-closes; returns what it echoed.
-async fn braid_echo_acceptor(stream: Stream) -> Vec<u8> {
-    let (mut r, mut w) = stream.into_split();
-    let mut all = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = r.read(&mut buf).await.expect("read");
-        if n == 0 {
-            break;
-        }
-        all.extend_from_slice(&buf[..n]);
-        w.write_all(&buf[..n]).await.expect("echo");
-    }
-    w.shutdown().await.unwrap();
-    all
-}
-
 // ---------------------------------------------------------------------------
 // 2. 200 concurrent streams; 4. both sides open at once
 // ---------------------------------------------------------------------------
@@ -151,7 +114,6 @@ const UPLOAD_STREAMS: usize = 200;
 /// Upload sizes are log-uniform up to this: every order of magnitude is covered and the
 /// total stays near 30 MB per direction.
 const UPLOAD_MAX: usize = 2 << 20;
-const UPLOAD_HEADER: usize = 8 + 32;
 
 /// The client opens UPLOAD_STREAMS streams at once, each with an upload of a seeded
 /// random size (see `upload`/`serve_upload`, and uploadOpener/uploadAcceptor in the Go
@@ -171,7 +133,10 @@ async fn integrity(proto: Protocol, dir: Dir) {
         return;
     };
     let (sent, received) = match dir {
-        Dir::BraidClient => (open_uploads(&session, UPLOAD_STREAMS, 22).await, vec![]),
+        Dir::BraidClient => (
+            open_uploads(&session, UPLOAD_STREAMS, UPLOAD_MAX, 22).await,
+            vec![],
+        ),
         Dir::GoClient => (vec![], serve_uploads(&session, UPLOAD_STREAMS).await),
     };
     let events = finish(session, go).await;
@@ -199,7 +164,7 @@ async fn both_sides_open(proto: Protocol, dir: Dir) {
         return;
     };
     let (sent, received) = tokio::join!(
-        open_uploads(&session, STREAMS, 32),
+        open_uploads(&session, STREAMS, UPLOAD_MAX, 32),
         serve_uploads(&session, STREAMS)
     );
     let ours = dir.braid_side() == braid::Side::Client;
@@ -209,88 +174,6 @@ async fn both_sides_open(proto: Protocol, dir: Dir) {
     let events = finish(session, go).await;
     assert_eq!(go_records(&events, "acceptor"), sent, "what Go received");
     assert_eq!(go_records(&events, "opener"), received, "what Go sent");
-}
-
-/// Opens `n` streams at once, each uploading a log-uniform random size; returns what was
-/// sent, sorted by stream.
-async fn open_uploads(session: &Session, n: usize, seed: u64) -> Vec<Record> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let max_exp = (UPLOAD_MAX as f64).log2();
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let size = (2f64.powf(rng.gen_range(0.0..max_exp)) as usize).max(1);
-            let session = session.clone();
-            tokio::spawn(async move {
-                let stream = session.open_stream().await.expect("open");
-                upload(stream, pattern(seed).bytes_at(stream_offset(i), size)).await
-            })
-        })
-        .collect();
-    let mut records = Vec::new();
-    for t in tasks {
-        records.push(t.await.unwrap());
-    }
-    records.sort();
-    records
-}
-
-/// The opener's side of the upload protocol: `length u64 LE | SHA-256 | data`, then the
-/// echo must come back whole, followed by the acceptor's close.
-async fn upload(mut stream: Stream, data: Vec<u8>) -> Record {
-    let id = stream.id();
-    let mut msg = Vec::with_capacity(UPLOAD_HEADER + data.len());
-    msg.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    msg.extend_from_slice(&Sha256::digest(&data));
-    msg.extend_from_slice(&data);
-    stream.write_all(&msg).await.expect("upload");
-    let mut echo = vec![0u8; data.len()];
-    stream.read_exact(&mut echo).await.expect("read the echo");
-    assert_same_bytes(&echo, &data, &format!("echo on stream {id}"));
-    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
-    assert_eq!(n, 0, "stream {id}: the acceptor closes after its echo");
-    Record::of(id, &data)
-}
-
-/// Accepts `n` upload streams and serves each in its own task; returns what was
-/// received, sorted by stream.
-async fn serve_uploads(session: &Session, n: usize) -> Vec<Record> {
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let stream = session.accept_stream().await.expect("accept");
-        tasks.push(tokio::spawn(serve_upload(stream)));
-    }
-    let mut records = Vec::new();
-    for t in tasks {
-        records.push(t.await.unwrap());
-    }
-    records.sort();
-    records
-}
-
-/// The acceptor's side: reads the whole upload before replying (an echo that stops
-/// reading while its write is blocked can deadlock smux under load), checks its hash,
-/// echoes it and half-closes; the opener then closes.
-async fn serve_upload(mut stream: Stream) -> Record {
-    let id = stream.id();
-    let mut header = [0u8; UPLOAD_HEADER];
-    stream
-        .read_exact(&mut header)
-        .await
-        .expect("read the header");
-    let len = u64::from_le_bytes(header[..8].try_into().unwrap()) as usize;
-    assert!(len <= UPLOAD_MAX, "stream {id}: upload of {len} bytes");
-    let mut data = vec![0u8; len];
-    stream.read_exact(&mut data).await.expect("read the upload");
-    assert_eq!(
-        Sha256::digest(&data).as_slice(),
-        &header[8..],
-        "stream {id}: upload of {len} bytes corrupted"
-    );
-    stream.write_all(&data).await.expect("echo");
-    stream.shutdown().await.unwrap();
-    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
-    assert_eq!(n, 0, "stream {id}: the opener closes after the echo");
-    Record::of(id, &data)
 }
 
 // ---------------------------------------------------------------------------
@@ -320,60 +203,6 @@ async fn bulk(proto: Protocol, dir: Dir) {
     );
     let events = finish(session, go).await;
     assert_eq!(go_records(&events, go_role), vec![record]);
-}
-
-async fn bulk_send(mut stream: Stream, len: u64, seed: u64) -> Record {
-    let id = stream.id();
-    stream.write_all(&len.to_le_bytes()).await.unwrap();
-    let pat = pattern(seed);
-    let mut hasher = Sha256::new();
-    let mut sent = 0u64;
-    while sent < len {
-        let chunk = pat.chunk_at(sent);
-        let chunk = &chunk[..chunk.len().min((len - sent) as usize)];
-        stream.write_all(chunk).await.expect("send");
-        hasher.update(chunk);
-        sent += chunk.len() as u64;
-    }
-    let sum = hasher.finalize();
-    let mut digest = [0u8; 32];
-    stream
-        .read_exact(&mut digest)
-        .await
-        .expect("read the digest");
-    assert_eq!(digest.as_slice(), sum.as_slice(), "the receiver's SHA-256");
-    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
-    assert_eq!(n, 0, "the receiver closes after its digest");
-    Record {
-        stream: id,
-        bytes: len,
-        sha256: hex(&sum),
-    }
-}
-
-async fn bulk_receive(mut stream: Stream) -> Record {
-    let id = stream.id();
-    let len = stream.read_u64_le().await.expect("read the length");
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = stream.read(&mut buf[..want]).await.expect("receive");
-        assert!(n > 0, "end of stream with {left} bytes to go");
-        hasher.update(&buf[..n]);
-        left -= n as u64;
-    }
-    let sum = hasher.finalize();
-    stream.write_all(&sum).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
-    assert_eq!(n, 0, "the sender closes after checking the digest");
-    Record {
-        stream: id,
-        bytes: len,
-        sha256: hex(&sum),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -406,26 +235,6 @@ async fn half_close(proto: Protocol, dir: Dir) {
     let reply_event = single(&events, "reply");
     assert_eq!(reply_event["written"], REPLY_BYTES, "{reply_event}");
     assert_eq!(reply_event["error"], "", "{reply_event}");
-}
-
-/// Waits for Go's start byte, sends a request, half-closes, and reads the reply to end of
-/// stream. Returns (request, reply).
-async fn request_then_half_close(mut stream: Stream, len: usize) -> (Vec<u8>, Vec<u8>) {
-    let mut start = [0u8; 1];
-    stream
-        .read_exact(&mut start)
-        .await
-        .expect("Go's start byte");
-    assert_eq!(start[0], b'G');
-    let request = pattern(52).bytes_at(0, len);
-    stream.write_all(&request).await.expect("write the request");
-    stream.shutdown().await.unwrap();
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .await
-        .expect("read the reply after half-closing");
-    (request, reply)
 }
 
 /// Go 1.5.16, v2: once a stream has the peer's FIN, a Write that must wait for window
@@ -908,47 +717,4 @@ async fn braid_cuts_the_connection(proto: Protocol, dir: Dir) {
     }
     go.exited_ok().await;
     drop(streams);
-}
-
-// ---------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------
-
-/// The scenario's stream: braid opens it when it is the client, else accepts Go's.
-async fn open_or_accept(session: &Session, dir: Dir) -> Stream {
-    match dir {
-        Dir::BraidClient => session.open_stream().await.expect("open"),
-        Dir::GoClient => session.accept_stream().await.expect("Go opens a stream"),
-    }
-}
-
-/// Opens (braid client) or accepts (braid server) `n` streams, running `serve` on each in
-/// its own task as soon as it is there; returns the results in that order. Accepting
-/// them all before serving any can stall: data of a stream nobody reads may spend the
-/// session's receive budget before the next SYN is read, and smux reads nothing at all
-/// while the budget is spent (Go's initial v2 window, 256 KiB, lets it happen in v2 too).
-async fn each_stream<F, Fut, T>(session: &Session, dir: Dir, n: usize, serve: F) -> Vec<T>
-where
-    F: Fn(usize, Stream) -> Fut,
-    Fut: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let stream = open_or_accept(session, dir).await;
-        tasks.push(tokio::spawn(serve(i, stream)));
-    }
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
-}
-
-async fn open_or_accept_n(session: &Session, dir: Dir, n: usize) -> Vec<Stream> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(open_or_accept(session, dir).await);
-    }
-    out
 }

@@ -135,3 +135,37 @@ async fn one_auto_listener_serves_smux1_smux2_and_yamux_clients() {
     }
     server.await.unwrap();
 }
+
+/// While reading is paused by a spent receive budget, keepalive pings keep going out
+/// (their replies cannot be read): the writes are what notice a peer that died. Found with
+/// the Go peer (`spent_budget_starves_go_keepalive` in interop_yamux.rs).
+#[tokio::test(start_paused = true)]
+async fn paused_session_pings_and_notices_a_dead_peer() {
+    const BUDGET: usize = 256 * 1024;
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let mut config = yamux();
+    config.max_receive_buffer = BUDGET;
+    config.keep_alive_interval = std::time::Duration::from_secs(1);
+    config.keep_alive_timeout = std::time::Duration::from_secs(1);
+    let paused = braid::Session::server(a, config).unwrap();
+    let (peer, peer_driver) = braid::Session::new(b, yamux(), braid::Side::Client).unwrap();
+    let peer_driver = tokio::spawn(peer_driver);
+    let mut stream = peer.open_stream().await.unwrap();
+    stream.write_all(&vec![1u8; BUDGET]).await.unwrap();
+    common::settle().await;
+    assert!(
+        paused.stats().buffered_recv >= BUDGET,
+        "the budget is spent"
+    );
+    // Three keepalive intervals of virtual time: three pings reach the peer.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert!(peer.stats().frames_received >= 3, "{:?}", peer.stats());
+    peer_driver.abort(); // the peer dies: its end of the transport is dropped
+    let _ = peer_driver.await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), paused.closed()).await;
+    assert!(
+        ended.is_ok(),
+        "the paused session did not notice its peer was gone"
+    );
+    drop(stream);
+}

@@ -235,7 +235,7 @@ impl Session {
         if st.released || st.remote_fin || st.reset.is_some() {
             // Dropped: for smux as Go drops data of streams it does not know. yamux gives
             // the window back at once, so that the peer's writer is not left stuck.
-            if let RecvFlow::Yamux(w) = &st.recv_flow {
+            if let (RecvFlow::Yamux(w), false) = (&st.recv_flow, st.remote_fin) {
                 if w.update_due(0) {
                     st.upd_due = true;
                     self.sched.push_control(&mut st.queued, stream_id);

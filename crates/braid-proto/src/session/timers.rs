@@ -145,7 +145,9 @@ impl Session {
         }
         if now >= ka.next_ping {
             ka.next_ping = now + interval;
-            if ka.ping.is_none() {
+            // While reading is paused the reply to an earlier ping cannot be read, so keep
+            // pinging: the writes are what notice a dead peer then.
+            if ka.ping.is_none() || paused {
                 let value = self.queue_ping(now);
                 if let Some(ka) = self.keep_alive.as_mut() {
                     ka.ping = Some((value, now + timeout));

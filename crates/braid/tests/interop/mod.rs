@@ -1,9 +1,12 @@
-//! Running the Go peer (`interop/go`, the `braid-peer` program linking Go's real smux)
-//! from integration tests: finding or building it, starting it as the server or the client
-//! of a session with braid, reading its JSON-line reports, and the data both sides send.
+//! Running the Go peer (`interop/go`, the `braid-peer` program linking Go's real smux and
+//! yamux) from integration tests: finding or building it, starting it as the server or the
+//! client of a session with braid, reading its JSON-line reports, the data both sides
+//! send, and the stream exchanges (echo, uploads, bulk) braid plays against it.
 #![allow(dead_code)]
 
-use braid::{Config, Protocol, Session, Side};
+use braid::{Config, Protocol, Session, Side, Stream};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -11,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -30,15 +33,19 @@ pub async fn bounded(body: impl std::future::Future<Output = ()>) {
 // Finding the Go peer
 // ---------------------------------------------------------------------------
 
-/// Where the Debian package `golang-github-xtaci-smux-dev` puts smux.
-const GO_SMUX_SRC: &str = "/usr/share/gocode/src/github.com/xtaci/smux";
+/// Where the Debian packages `golang-github-xtaci-smux-dev` and
+/// `golang-github-hashicorp-yamux-dev` put the Go libraries the peer links.
+const GO_LIBRARY_SRC: [&str; 2] = [
+    "/usr/share/gocode/src/github.com/xtaci/smux",
+    "/usr/share/gocode/src/github.com/hashicorp/yamux",
+];
 
 /// The Go peer's path, or `None` (after printing why) when Go is not installed and
 /// `BRAID_REQUIRE_INTEROP` is not `1`; with it set, a missing Go peer fails the test.
 ///
 /// `BRAID_GO_PEER` names a ready binary (`scripts/test.sh` sets it). Without it, the peer
 /// is built once per test run into the cargo target directory, if `go` and Debian's smux
-/// sources are installed (`scripts/install-peers.sh`).
+/// and yamux sources are installed (`scripts/install-peers.sh`).
 pub fn go_peer() -> Option<PathBuf> {
     static PEER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match PEER.get_or_init(locate_or_build) {
@@ -74,9 +81,9 @@ fn locate_or_build() -> Result<PathBuf, String> {
     if !go_works {
         return Err("BRAID_GO_PEER is unset and no `go` toolchain is on PATH".into());
     }
-    if !Path::new(GO_SMUX_SRC).is_dir() {
+    if let Some(missing) = GO_LIBRARY_SRC.iter().find(|dir| !Path::new(dir).is_dir()) {
         return Err(format!(
-            "BRAID_GO_PEER is unset and Go's smux sources are missing ({GO_SMUX_SRC})"
+            "BRAID_GO_PEER is unset and Go library sources are missing ({missing})"
         ));
     }
     Ok(build_peer())
@@ -142,6 +149,7 @@ pub fn proto_name(proto: Protocol) -> &'static str {
     match proto {
         Protocol::SmuxV1 => "smux1",
         Protocol::SmuxV2 => "smux2",
+        Protocol::Yamux => "yamux",
         other => panic!("no Go peer for {other:?}"),
     }
 }
@@ -330,6 +338,27 @@ impl GoPeer {
         );
     }
 
+    /// Every event until the Go peer's output ends (an `error` event does not fail the
+    /// test here), then its exit status and what it printed on stderr. For scenarios in
+    /// which Go is expected to fail.
+    pub async fn until_exit(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
+        let mut events = std::mem::take(&mut self.seen);
+        let rest = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = self.events.recv().await {
+                events.push(event);
+            }
+        });
+        if rest.await.is_err() {
+            panic!("the Go peer's output did not end{}", self.diagnostics());
+        }
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the Go peer did not exit{}", self.diagnostics()))
+            .unwrap();
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, events, stderr)
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill the Go peer");
@@ -485,4 +514,248 @@ impl Pattern {
 /// Where the data of a side's i-th stream starts in the pattern (as in the Go peer).
 pub fn stream_offset(i: usize) -> u64 {
     i as u64 * 1_000_003
+}
+
+// ---------------------------------------------------------------------------
+// Stream exchanges braid plays against the Go peer's scenarios
+// ---------------------------------------------------------------------------
+
+/// The upload header: `length u64 LE | SHA-256`.
+pub const UPLOAD_HEADER: usize = 8 + 32;
+/// A sanity bound on the length an upload announces.
+pub const UPLOAD_LIMIT: usize = 64 << 20;
+
+/// The scenario's stream: braid opens it when it is the client, else accepts Go's.
+pub async fn open_or_accept(session: &Session, dir: Dir) -> Stream {
+    match dir {
+        Dir::BraidClient => session.open_stream().await.expect("open"),
+        Dir::GoClient => session.accept_stream().await.expect("Go opens a stream"),
+    }
+}
+
+pub async fn open_or_accept_n(session: &Session, dir: Dir, n: usize) -> Vec<Stream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(open_or_accept(session, dir).await);
+    }
+    out
+}
+
+/// Opens (braid client) or accepts (braid server) `n` streams, running `serve` on each in
+/// its own task as soon as it is there; returns the results in that order. Accepting
+/// them all before serving any can stall: data of a stream nobody reads may spend the
+/// session's receive budget before the next SYN is read, and smux reads nothing at all
+/// while the budget is spent (Go's initial v2 window, 256 KiB, lets it happen in v2 too;
+/// braid's yamux sessions pause the same way once `max_receive_buffer` is spent).
+pub async fn each_stream<F, Fut, T>(session: &Session, dir: Dir, n: usize, serve: F) -> Vec<T>
+where
+    F: Fn(usize, Stream) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let stream = open_or_accept(session, dir).await;
+        tasks.push(tokio::spawn(serve(i, stream)));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Sends `data` while reading the echo (at the same time: writing everything first would
+/// stall once the echo fills the buffers on its way back), checks it, half-closes, and
+/// expects the echoing side to close in turn.
+pub async fn braid_echo_opener(stream: Stream, data: &[u8]) {
+    let id = stream.id();
+    let (mut r, mut w) = stream.into_split();
+    let to_send = data.to_vec();
+    // The write half is handed back: dropping it would half-close.
+    let writer = tokio::spawn(async move { w.write_all(&to_send).await.map(|()| w) });
+    let mut echo = vec![0u8; data.len()];
+    r.read_exact(&mut echo).await.expect("read the echo");
+    let mut w = writer.await.unwrap().expect("write");
+    assert_same_bytes(&echo, data, "echo");
+    w.shutdown().await.unwrap();
+    let n = r.read(&mut [0u8; 1]).await.expect("read the end of stream");
+    assert_eq!(n, 0, "stream {id}: the echoing side closes after the echo");
+}
+
+/// Echoes until end of stream, then half-closes; returns what it echoed.
+pub async fn braid_echo_acceptor(stream: Stream) -> Vec<u8> {
+    let (mut r, mut w) = stream.into_split();
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        w.write_all(&buf[..n]).await.expect("echo");
+    }
+    w.shutdown().await.unwrap();
+    all
+}
+
+/// Opens `n` streams at once, each uploading a log-uniform random size between 1 and
+/// `max` (seeded by `seed`); returns what was sent, sorted by stream.
+pub async fn open_uploads(session: &Session, n: usize, max: usize, seed: u64) -> Vec<Record> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let max_exp = (max as f64).log2();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let size = (2f64.powf(rng.gen_range(0.0..max_exp)) as usize).max(1);
+            let session = session.clone();
+            tokio::spawn(async move {
+                let stream = session.open_stream().await.expect("open");
+                upload(stream, pattern(seed).bytes_at(stream_offset(i), size)).await
+            })
+        })
+        .collect();
+    let mut records = Vec::new();
+    for t in tasks {
+        records.push(t.await.unwrap());
+    }
+    records.sort();
+    records
+}
+
+/// The opener's side of the upload protocol: `length u64 LE | SHA-256 | data`, then the
+/// echo must come back whole, followed by the acceptor's close.
+pub async fn upload(mut stream: Stream, data: Vec<u8>) -> Record {
+    let id = stream.id();
+    let mut msg = Vec::with_capacity(UPLOAD_HEADER + data.len());
+    msg.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    msg.extend_from_slice(&Sha256::digest(&data));
+    msg.extend_from_slice(&data);
+    stream.write_all(&msg).await.expect("upload");
+    let mut echo = vec![0u8; data.len()];
+    stream.read_exact(&mut echo).await.expect("read the echo");
+    assert_same_bytes(&echo, &data, &format!("echo on stream {id}"));
+    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
+    assert_eq!(n, 0, "stream {id}: the acceptor closes after its echo");
+    Record::of(id, &data)
+}
+
+/// Accepts `n` upload streams and serves each in its own task; returns what was
+/// received, sorted by stream.
+pub async fn serve_uploads(session: &Session, n: usize) -> Vec<Record> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let stream = session.accept_stream().await.expect("accept");
+        tasks.push(tokio::spawn(serve_upload(stream)));
+    }
+    let mut records = Vec::new();
+    for t in tasks {
+        records.push(t.await.unwrap());
+    }
+    records.sort();
+    records
+}
+
+/// The acceptor's side: reads the whole upload before replying (an echo that stops
+/// reading while its write is blocked can deadlock smux under load), checks its hash,
+/// echoes it and half-closes; the opener then closes.
+pub async fn serve_upload(mut stream: Stream) -> Record {
+    let id = stream.id();
+    let mut header = [0u8; UPLOAD_HEADER];
+    stream
+        .read_exact(&mut header)
+        .await
+        .expect("read the header");
+    let len = u64::from_le_bytes(header[..8].try_into().unwrap()) as usize;
+    assert!(len <= UPLOAD_LIMIT, "stream {id}: upload of {len} bytes");
+    let mut data = vec![0u8; len];
+    stream.read_exact(&mut data).await.expect("read the upload");
+    assert_eq!(
+        Sha256::digest(&data).as_slice(),
+        &header[8..],
+        "stream {id}: upload of {len} bytes corrupted"
+    );
+    stream.write_all(&data).await.expect("echo");
+    stream.shutdown().await.unwrap();
+    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
+    assert_eq!(n, 0, "stream {id}: the opener closes after the echo");
+    Record::of(id, &data)
+}
+
+/// The sender's side of the bulk exchange: `len u64 LE`, then `len` bytes of the pattern
+/// of `seed`; the receiver's SHA-256 must match, followed by its close.
+pub async fn bulk_send(mut stream: Stream, len: u64, seed: u64) -> Record {
+    let id = stream.id();
+    stream.write_all(&len.to_le_bytes()).await.unwrap();
+    let pat = pattern(seed);
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    while sent < len {
+        let chunk = pat.chunk_at(sent);
+        let chunk = &chunk[..chunk.len().min((len - sent) as usize)];
+        stream.write_all(chunk).await.expect("send");
+        hasher.update(chunk);
+        sent += chunk.len() as u64;
+    }
+    let sum = hasher.finalize();
+    let mut digest = [0u8; 32];
+    stream
+        .read_exact(&mut digest)
+        .await
+        .expect("read the digest");
+    assert_eq!(digest.as_slice(), sum.as_slice(), "the receiver's SHA-256");
+    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
+    assert_eq!(n, 0, "the receiver closes after its digest");
+    Record {
+        stream: id,
+        bytes: len,
+        sha256: hex(&sum),
+    }
+}
+
+/// The receiver's side of the bulk exchange: reads the length and the data, replies with
+/// the SHA-256 and half-closes; the sender then closes.
+pub async fn bulk_receive(mut stream: Stream) -> Record {
+    let id = stream.id();
+    let len = stream.read_u64_le().await.expect("read the length");
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = stream.read(&mut buf[..want]).await.expect("receive");
+        assert!(n > 0, "end of stream with {left} bytes to go");
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let sum = hasher.finalize();
+    stream.write_all(&sum).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let n = stream.read(&mut [0u8; 1]).await.expect("read the end");
+    assert_eq!(n, 0, "the sender closes after checking the digest");
+    Record {
+        stream: id,
+        bytes: len,
+        sha256: hex(&sum),
+    }
+}
+
+/// Waits for Go's start byte, sends a request, half-closes, and reads the reply to end of
+/// stream. Returns (request, reply).
+pub async fn request_then_half_close(mut stream: Stream, len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut start = [0u8; 1];
+    stream
+        .read_exact(&mut start)
+        .await
+        .expect("Go's start byte");
+    assert_eq!(start[0], b'G');
+    let request = pattern(52).bytes_at(0, len);
+    stream.write_all(&request).await.expect("write the request");
+    stream.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .await
+        .expect("read the reply after half-closing");
+    (request, reply)
 }
