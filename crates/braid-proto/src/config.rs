@@ -91,8 +91,10 @@ pub struct Config {
     /// yamux: an outbound stream the peer has not acknowledged in this time is reset and
     /// its calls fail with `TimedOut` (Go closes the whole session). Default 75 s.
     pub stream_open_timeout: Duration,
-    /// yamux: after our FIN, the peer's FIN must arrive within this time, or the stream
-    /// is reset. Default 5 min.
+    /// A stream the application has closed must finish within this time, or it is reset
+    /// and forgotten: yamux waits this long for the peer's FIN after ours; both protocols
+    /// wait this long for data and FIN still waiting for flow-control credit (a peer that
+    /// forgot the stream never gives any). Default 5 min.
     pub stream_close_timeout: Duration,
     /// Default idle timeout of every stream: a stream on which no data moved either way
     /// for this long is reset (yamux RST, smux FIN) and its calls fail with `TimedOut`.
@@ -371,17 +373,19 @@ impl Config {
                 self.max_unacked_opens,
                 ">= 1",
             )?;
-            for (field, value) in [
-                ("stream_open_timeout", self.stream_open_timeout),
-                ("stream_close_timeout", self.stream_close_timeout),
-            ] {
-                check(
-                    !value.is_zero() && value <= MAX_DURATION,
-                    field,
-                    value,
-                    "> 0 and <= 365 days",
-                )?;
-            }
+        }
+        // Armed for every protocol (stream_close_timeout) or for yamux only; checked for
+        // all, since they are added to instants.
+        for (field, value) in [
+            ("stream_open_timeout", self.stream_open_timeout),
+            ("stream_close_timeout", self.stream_close_timeout),
+        ] {
+            check(
+                !value.is_zero() && value <= MAX_DURATION,
+                field,
+                value,
+                "> 0 and <= 365 days",
+            )?;
         }
         check(
             (1..=I32_MAX).contains(&self.max_receive_buffer),

@@ -49,6 +49,10 @@ pub enum ProtocolViolation {
         "peer's first byte 0x{0:02x} is no smux or yamux version: not a protocol braid speaks"
     )]
     UnknownProtocol(u8),
+    /// A SYN with one of our own stream ids (client ids are odd, server ids even): Go never
+    /// sends one, and it would collide with our next `open`.
+    #[error("peer opened stream {0}, an id only this side may open")]
+    WrongParity(u32),
     /// A FIN on a stream the peer had already finished (yamux `ErrUnexpectedFlag`).
     #[error("peer sent a second FIN on stream {0}")]
     DuplicateFin(u32),

@@ -695,6 +695,12 @@ impl Session {
             return;
         }
         self.forget_if_done(id.0);
+        // A released stream that cannot finish (its data waits for credit a peer that
+        // forgot the stream will never give, or yamux waits for the peer's FIN) is reset
+        // after `stream_close_timeout` rather than kept for the whole session.
+        if self.streams.contains_key(&id.0) {
+            self.arm_stream_timer(id.0, timers::TimerKind::Close, self.now);
+        }
     }
 
     /// Aborts a stream: unsent and unread data are dropped and later calls fail with
@@ -757,6 +763,8 @@ impl Session {
         for id in std::mem::take(&mut self.accept_queue) {
             if let Some(st) = self.streams.get_mut(&id) {
                 st.released = true;
+                let dropped = st.discard_recv();
+                self.budget.refund(dropped);
             }
         }
         let ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -779,7 +787,9 @@ impl Session {
             return;
         }
         for id in self.accept_queue.drain(..) {
-            self.streams.remove(&id);
+            if let Some(st) = self.streams.remove(&id) {
+                self.budget.refund(st.recv_len);
+            }
         }
         self.streams.retain(|_, st| !st.released);
         if self.is_yamux() && matches!(reason, ConnectionError::Protocol(_)) {

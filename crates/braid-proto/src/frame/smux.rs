@@ -314,17 +314,17 @@ impl Codec {
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
-        let payload = buf.split_to(length as usize);
+        let payload = super::take_payload(buf, length as usize);
         Ok(Some(match cmd {
             Cmd::Syn => Frame::Syn {
                 stream_id,
-                name: payload.freeze(),
+                name: payload,
             },
             Cmd::Fin => Frame::Fin { stream_id },
             Cmd::Nop => Frame::Nop { stream_id },
             Cmd::Psh => Frame::Psh {
                 stream_id,
-                data: payload.freeze(),
+                data: payload,
             },
             Cmd::Upd => {
                 let mut p = &payload[..];

@@ -284,7 +284,7 @@ impl Codec {
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
-        let data = buf.split_to(length as usize).freeze();
+        let data = super::take_payload(buf, length as usize);
         Ok(Some(Frame::Data {
             stream_id,
             flags,

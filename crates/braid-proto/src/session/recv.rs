@@ -56,6 +56,9 @@ impl Session {
             smux::Frame::Nop { .. } => {}
             // A SYN payload is a gmux name; the codec rejects it unless names are on.
             smux::Frame::Syn { stream_id, name } => {
+                if self.is_ours(stream_id) {
+                    return self.fail(ProtocolViolation::WrongParity(stream_id).into());
+                }
                 // A duplicate SYN for a live stream is ignored, as Go does. While closing
                 // or after go_away, new streams are ignored (smux cannot refuse them).
                 if !self.streams.contains_key(&stream_id) && self.taking_new_streams() {
@@ -109,6 +112,9 @@ impl Session {
         };
         use yamux::Flags;
         if flags.contains(Flags::SYN) {
+            if self.is_ours(stream_id) {
+                return self.fail(ProtocolViolation::WrongParity(stream_id).into());
+            }
             if self.streams.contains_key(&stream_id) {
                 return self.fail(ProtocolViolation::DuplicateStream(stream_id).into());
             }
@@ -209,6 +215,15 @@ impl Session {
             if !internal {
                 self.events.push_back(Event::Pong { id: value, rtt });
             }
+        }
+    }
+
+    /// Ids of this side's parity: clients open odd ids, servers even ones.
+    fn is_ours(&self, id: u32) -> bool {
+        let odd = id % 2 == 1;
+        match self.side {
+            crate::Side::Client => odd,
+            crate::Side::Server => !odd,
         }
     }
 

@@ -164,7 +164,11 @@ impl Session {
             };
             let expired = match t.kind {
                 TimerKind::Open => st.awaiting_ack,
-                TimerKind::Close => st.fin == Fin::Sent && !st.remote_fin,
+                // After our FIN (yamux) the peer's must follow; a released stream must
+                // get its own FIN out.
+                TimerKind::Close => {
+                    (st.fin == Fin::Sent && !st.remote_fin) || (st.released && st.fin != Fin::Sent)
+                }
                 TimerKind::Idle => {
                     let finished = st.fin == Fin::Sent && st.remote_fin;
                     match st.idle_timeout {
