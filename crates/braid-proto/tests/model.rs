@@ -225,7 +225,7 @@ fn model_survives_hours_of_silence() {
             Op::Drive,
             Op::Accept { who: Who::Server },
         ];
-        ops.extend(std::iter::repeat(Op::Advance { millis: 60_000 }).take(120));
+        ops.extend(std::iter::repeat_n(Op::Advance { millis: 60_000 }, 120));
         ops.push(Op::Write {
             who: Who::Client,
             stream: 0,

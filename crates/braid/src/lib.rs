@@ -41,6 +41,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Stream features
+//!
+//! ```
+//! use braid::{Config, Protocol, Session, StreamEnd};
+//! use std::time::Duration;
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> std::io::Result<()> {
+//! let mut config = Config::new(Protocol::SmuxV2);
+//! config.stream_names = true; // gmux names: both ends must enable them
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let client = Session::client(a, config.clone())?;
+//! let server = Session::server(b, config)?;
+//!
+//! let mut s = client.open_named("metrics").await?;
+//! s.set_priority(200); // sent before priority-0 streams (which keep a 10 % share)
+//! s.write_all(b"cpu 0.93").await?;
+//! let peer = server.accept_stream().await.unwrap();
+//! assert_eq!(peer.name().as_deref(), Some("metrics"));
+//!
+//! // No data either way for 30 s: the stream is reset, waiting calls fail with TimedOut.
+//! peer.set_idle_timeout(Some(Duration::from_secs(30)));
+//! assert_eq!(peer.closed().await, StreamEnd::Reset(braid::ResetReason::IdleTimeout));
+//! assert_eq!(s.stats().bytes_sent, 8);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Deadlines and cancellation
 //! Use `tokio::time::timeout` around any call. Every future here is cancel-safe: a read
 //! takes data from the stream only in the poll that returns it, a write has queued exactly

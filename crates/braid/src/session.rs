@@ -295,6 +295,12 @@ impl Session {
         .await
     }
 
+    /// The protocol the session speaks: for a `Protocol::Auto` server, the one the client
+    /// turned out to speak (`Auto` until its first byte arrives).
+    pub fn protocol(&self) -> braid_proto::Protocol {
+        self.inner.lock().core.config().protocol
+    }
+
     /// True once the session has ended (streams may still hold data to read).
     pub fn is_closed(&self) -> bool {
         let sh = self.inner.lock();

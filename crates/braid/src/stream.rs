@@ -88,6 +88,17 @@ impl StreamRef {
         res
     }
 
+    fn reset(&self) {
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.reset(self.id);
+            sh.dispatch_events(&mut wake);
+            sh.wake_driver(&mut wake);
+        }
+        wake.wake_all();
+    }
+
     fn shutdown_write(&self) {
         let mut wake = Wakeups::default();
         {
@@ -202,14 +213,7 @@ impl Stream {
     /// sends RST (the peer's reads and writes fail with `ConnectionReset`); smux has no
     /// RST, so the peer sees end of stream and what it sends later is dropped.
     pub fn reset(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.stream.inner.lock();
-            sh.core.reset(self.stream.id);
-            sh.dispatch_events(&mut wake);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        self.stream.reset();
     }
 
     /// Splits the stream into halves that can be used from different tasks. Dropping the
@@ -277,12 +281,22 @@ impl OwnedReadHalf {
     pub fn id(&self) -> u32 {
         self.stream.id.0
     }
+
+    /// Aborts the whole stream; see [`Stream::reset`].
+    pub fn reset(&self) {
+        self.stream.reset();
+    }
 }
 
 impl OwnedWriteHalf {
     /// The stream's id.
     pub fn id(&self) -> u32 {
         self.stream.id.0
+    }
+
+    /// Aborts the whole stream; see [`Stream::reset`].
+    pub fn reset(&self) {
+        self.stream.reset();
     }
 }
 

@@ -1,0 +1,8 @@
+//! The library behind the `braid` command-line tool.
+//!
+//! [`tunnel`] is `braid server` and `braid client`: TCP port forwarding over one (or a
+//! few) multiplexed connections. The binary parses flags into [`tunnel::ServerArgs`] and
+//! [`tunnel::ClientArgs`] and runs [`tunnel::Server`] and [`tunnel::Client`]; tests run
+//! them in-process the same way.
+
+pub mod tunnel;

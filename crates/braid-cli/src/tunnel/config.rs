@@ -1,0 +1,505 @@
+//! Flags, the `--config` TOML file, and what they resolve to.
+//!
+//! Every option is a flag and, under the same name without the dashes, a key of the
+//! config file (`--max-frame-size 16KiB` is `max-frame-size = "16KiB"`); flags override
+//! the file. Relative paths in the file are relative to the file.
+
+use super::tls::{self, ClientTls};
+use super::units::{de_duration, de_size, parse_duration, parse_size};
+use super::Error;
+use braid::{Config, Protocol, Side};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Wire protocol of the carrier connections (`--proto`).
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// xtaci/smux version 1 (no per-stream flow control: one slow reader pauses all).
+    Smux1,
+    /// xtaci/smux version 2 (per-stream windows).
+    Smux2,
+    /// hashicorp/yamux (per-stream windows, resets reach the other side).
+    Yamux,
+    /// Server only: detect smux1, smux2 or yamux from each client's first byte.
+    Auto,
+}
+
+impl Proto {
+    fn protocol(self) -> Protocol {
+        match self {
+            Proto::Smux1 => Protocol::SmuxV1,
+            Proto::Smux2 => Protocol::SmuxV2,
+            Proto::Yamux => Protocol::Yamux,
+            Proto::Auto => Protocol::Auto,
+        }
+    }
+}
+
+/// Session tuning shared by server and client, mapped onto [`braid::Config`]. Unset
+/// fields keep the protocol's defaults (Go's).
+#[derive(clap::Args, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+#[command(next_help_heading = "Session tuning (defaults: the protocol's, as in Go)")]
+pub struct Tuning {
+    /// Largest data frame payload sent (smux: at most 65535, default 32KiB; yamux: default 64KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub max_frame_size: Option<u64>,
+    /// Received data a session buffers for its streams before it stops reading (default 4MiB; yamux 64MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub max_receive_buffer: Option<u64>,
+    /// Per-stream receive window, smux2 and yamux (default: smux 64KiB, yamux 256KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub max_stream_buffer: Option<u64>,
+    /// Bytes one stream may have queued for sending before its writes wait (default 256KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub stream_send_buffer: Option<u64>,
+    /// How often a keepalive is sent (default: smux 10s, yamux 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub keepalive_interval: Option<Duration>,
+    /// smux: end a session silent for this long (default 30s). yamux: end it when a ping is unanswered this long (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Send no keepalives and never time a session out.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_keepalive: bool,
+}
+
+impl Tuning {
+    fn or(self, file: Tuning) -> Tuning {
+        Tuning {
+            max_frame_size: self.max_frame_size.or(file.max_frame_size),
+            max_receive_buffer: self.max_receive_buffer.or(file.max_receive_buffer),
+            max_stream_buffer: self.max_stream_buffer.or(file.max_stream_buffer),
+            stream_send_buffer: self.stream_send_buffer.or(file.stream_send_buffer),
+            keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
+            keepalive_timeout: self.keepalive_timeout.or(file.keepalive_timeout),
+            no_keepalive: self.no_keepalive || file.no_keepalive,
+        }
+    }
+
+    /// The session configuration for `proto` with these settings, validated for `side`.
+    pub fn config(&self, proto: Proto, side: Side) -> Result<Config, Error> {
+        let mut c = Config::new(proto.protocol());
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        if let Some(v) = self.max_frame_size {
+            c.max_frame_size = size(v);
+        }
+        if let Some(v) = self.max_receive_buffer {
+            c.max_receive_buffer = size(v);
+        }
+        if let Some(v) = self.max_stream_buffer {
+            c.max_stream_buffer = size(v);
+        }
+        if let Some(v) = self.stream_send_buffer {
+            c.stream_send_buffer = size(v);
+            c.max_send_buffer = c.max_send_buffer.max(c.stream_send_buffer);
+        }
+        if let Some(v) = self.keepalive_interval {
+            c.keep_alive_interval = v;
+        }
+        if let Some(v) = self.keepalive_timeout {
+            c.keep_alive_timeout = v;
+        }
+        c.keep_alive_disabled = self.no_keepalive;
+        c.validate_for(side).map_err(|e| {
+            let flag = match e.field {
+                "keep_alive_interval" => "keepalive-interval".to_string(),
+                "keep_alive_timeout" => "keepalive-timeout".to_string(),
+                f => f.replace('_', "-"),
+            };
+            Error::Usage(format!(
+                "invalid --{flag} {}: allowed {}",
+                e.value, e.allowed
+            ))
+        })?;
+        Ok(c)
+    }
+
+    /// Settings that `Protocol::Auto` replaces with the detected protocol's defaults.
+    fn set_but_replaced_by_auto(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (set, flag) in [
+            (self.max_frame_size.is_some(), "--max-frame-size"),
+            (self.max_receive_buffer.is_some(), "--max-receive-buffer"),
+            (self.max_stream_buffer.is_some(), "--max-stream-buffer"),
+            (self.keepalive_interval.is_some(), "--keepalive-interval"),
+            (self.keepalive_timeout.is_some(), "--keepalive-timeout"),
+        ] {
+            if set {
+                v.push(flag);
+            }
+        }
+        v
+    }
+}
+
+/// Flags of `braid server` (each also a key of `--config`).
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServerArgs {
+    /// TOML file with any of these options (keys: the long flag names); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to accept carrier connections on, e.g. 0.0.0.0:7000 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Where each stream is forwarded.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// Protocol clients speak [default: auto].
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// TLS: certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for connecting to the target and for a client's TLS handshake [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Print a stats line to stdout this often (e.g. 10s) [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub stats: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long active streams may go on before they are cut [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub grace: Option<Duration>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tuning: Tuning,
+}
+
+/// What `braid server` runs with: [`ServerArgs`] resolved and checked.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where streams are forwarded (`HOST:PORT`, resolved for each stream).
+    pub target: String,
+    /// Session configuration (protocol and tuning).
+    pub config: Config,
+    /// TLS for carrier connections, if on.
+    pub tls: Option<TlsAcceptor>,
+    /// Time allowed to connect to the target, and for a TLS handshake.
+    pub connect_timeout: Duration,
+    /// Stats line interval, if any.
+    pub stats: Option<Duration>,
+    /// How long active streams may go on after a shutdown signal.
+    pub grace: Duration,
+}
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+impl ServerArgs {
+    /// Merges the `--config` file (flags win), applies defaults and checks everything.
+    pub fn resolve(self) -> Result<ServerSettings, Error> {
+        let a = match self.config.clone() {
+            Some(path) => {
+                let file: ServerArgs = load_file::<ServerArgs>(&path)?;
+                self.or(file.relative_to(&path))
+            }
+            None => self,
+        };
+        let listen = a.listen.ok_or_else(|| missing("listen"))?;
+        let target = a.target.ok_or_else(|| missing("target"))?;
+        check_host_port("--target", &target)?;
+        let proto = a.proto.unwrap_or(Proto::Auto);
+        let config = a.tuning.config(proto, Side::Server)?;
+        if proto == Proto::Auto {
+            let ignored = a.tuning.set_but_replaced_by_auto();
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    "with --proto auto each session uses its protocol's defaults: {} ignored \
+                     (name the protocol to tune it)",
+                    ignored.join(", ")
+                );
+            }
+        }
+        let tls = match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(&cert, &key)?),
+            (None, None) => None,
+            _ => return Err(Error::Usage("--tls-cert and --tls-key go together".into())),
+        };
+        Ok(ServerSettings {
+            listen,
+            target,
+            config,
+            tls,
+            connect_timeout: positive(a.connect_timeout)?,
+            stats: a.stats.filter(|d| !d.is_zero()),
+            grace: a.grace.unwrap_or(DEFAULT_GRACE),
+        })
+    }
+
+    fn or(self, file: ServerArgs) -> ServerArgs {
+        ServerArgs {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            target: self.target.or(file.target),
+            proto: self.proto.or(file.proto),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout),
+            stats: self.stats.or(file.stats),
+            grace: self.grace.or(file.grace),
+            tuning: self.tuning.or(file.tuning),
+        }
+    }
+
+    fn relative_to(mut self, file: &Path) -> ServerArgs {
+        self.tls_cert = self.tls_cert.map(|p| beside(file, p));
+        self.tls_key = self.tls_key.map(|p| beside(file, p));
+        self
+    }
+}
+
+/// Flags of `braid client` (each also a key of `--config`).
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClientArgs {
+    /// TOML file with any of these options (keys: the long flag names); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to accept local connections on, e.g. 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The `braid server` to connect to.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Protocol to speak [default: yamux].
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// Carrier connections to keep; each local connection goes over the least loaded [default: 1].
+    #[arg(long, value_name = "N")]
+    pub conns: Option<usize>,
+    /// TLS: trust the server certificates signed by these CAs (PEM); turns TLS on.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: turn TLS on without checking the server's certificate (testing only).
+    #[arg(long)]
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+    /// TLS: name to check the server certificate against [default: the host of --server].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Time allowed to connect to the server; local connections wait this long for a carrier while reconnecting [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Start even if the server cannot be reached yet (otherwise that is an error).
+    #[arg(long)]
+    #[serde(default)]
+    pub wait_for_server: bool,
+    /// Print a stats line to stdout this often (e.g. 10s) [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub stats: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long active connections may go on before they are cut [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub grace: Option<Duration>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tuning: Tuning,
+}
+
+/// What `braid client` runs with: [`ClientArgs`] resolved and checked.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// The server, `HOST:PORT`.
+    pub server: String,
+    /// Session configuration (protocol and tuning).
+    pub config: Config,
+    /// Carrier connections to keep (at least 1).
+    pub conns: usize,
+    /// TLS for carrier connections, if on.
+    pub tls: Option<ClientTls>,
+    /// Time allowed to connect (TCP and TLS), and for a local connection to get a carrier.
+    pub connect_timeout: Duration,
+    /// Start without a first successful connection.
+    pub wait_for_server: bool,
+    /// Stats line interval, if any.
+    pub stats: Option<Duration>,
+    /// How long active connections may go on after a shutdown signal.
+    pub grace: Duration,
+}
+
+impl ClientArgs {
+    /// Merges the `--config` file (flags win), applies defaults and checks everything.
+    pub fn resolve(self) -> Result<ClientSettings, Error> {
+        let a = match self.config.clone() {
+            Some(path) => {
+                let file: ClientArgs = load_file::<ClientArgs>(&path)?;
+                self.or(file.relative_to(&path))
+            }
+            None => self,
+        };
+        let listen = a.listen.ok_or_else(|| missing("listen"))?;
+        let server = a.server.ok_or_else(|| missing("server"))?;
+        let host = check_host_port("--server", &server)?;
+        let proto = a.proto.unwrap_or(Proto::Yamux);
+        if proto == Proto::Auto {
+            return Err(Error::Usage(
+                "--proto auto is for the server: pick smux1, smux2 or yamux".into(),
+            ));
+        }
+        let config = a.tuning.config(proto, Side::Client)?;
+        let conns = a.conns.unwrap_or(1);
+        if !(1..=64).contains(&conns) {
+            return Err(Error::Usage(format!(
+                "invalid --conns {conns}: allowed 1..=64"
+            )));
+        }
+        let tls = match (a.tls_ca, a.tls_insecure_skip_verify) {
+            (Some(_), true) => {
+                return Err(Error::Usage(
+                    "--tls-ca and --tls-insecure-skip-verify exclude each other".into(),
+                ))
+            }
+            (ca, insecure) if ca.is_some() || insecure => {
+                let name = a.tls_server_name.as_deref().unwrap_or(host);
+                Some(ClientTls::new(ca.as_deref(), name)?)
+            }
+            _ if a.tls_server_name.is_some() => {
+                return Err(Error::Usage(
+                    "--tls-server-name needs TLS: add --tls-ca or --tls-insecure-skip-verify"
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(ClientSettings {
+            listen,
+            server,
+            config,
+            conns,
+            tls,
+            connect_timeout: positive(a.connect_timeout)?,
+            wait_for_server: a.wait_for_server,
+            stats: a.stats.filter(|d| !d.is_zero()),
+            grace: a.grace.unwrap_or(DEFAULT_GRACE),
+        })
+    }
+
+    fn or(self, file: ClientArgs) -> ClientArgs {
+        ClientArgs {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            server: self.server.or(file.server),
+            proto: self.proto.or(file.proto),
+            conns: self.conns.or(file.conns),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            tls_insecure_skip_verify: self.tls_insecure_skip_verify
+                || file.tls_insecure_skip_verify,
+            tls_server_name: self.tls_server_name.or(file.tls_server_name),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout),
+            wait_for_server: self.wait_for_server || file.wait_for_server,
+            stats: self.stats.or(file.stats),
+            grace: self.grace.or(file.grace),
+            tuning: self.tuning.or(file.tuning),
+        }
+    }
+
+    fn relative_to(mut self, file: &Path) -> ClientArgs {
+        self.tls_ca = self.tls_ca.map(|p| beside(file, p));
+        self
+    }
+}
+
+/// `--connect-timeout`, which must leave some time to connect.
+fn positive(connect_timeout: Option<Duration>) -> Result<Duration, Error> {
+    match connect_timeout {
+        None => Ok(DEFAULT_CONNECT_TIMEOUT),
+        Some(d) if d.is_zero() => Err(Error::Usage(
+            "invalid --connect-timeout 0: must be > 0".into(),
+        )),
+        Some(d) => Ok(d),
+    }
+}
+
+fn missing(flag: &str) -> Error {
+    Error::Usage(format!("--{flag} is required (as a flag or in --config)"))
+}
+
+/// Checks `HOST:PORT` and returns the host (without IPv6 brackets).
+fn check_host_port<'a>(flag: &str, s: &'a str) -> Result<&'a str, Error> {
+    let bad = || Error::Usage(format!("invalid {flag} `{s}`: expected HOST:PORT"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(host)
+}
+
+fn beside(file: &Path, p: PathBuf) -> PathBuf {
+    match file.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+/// The long flag names of `A`: the keys its config file may hold.
+fn keys<A: clap::Args>() -> Vec<String> {
+    A::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "config")
+        .map(String::from)
+        .collect()
+}
+
+/// Reads a TOML config file whose keys are `A`'s long flag names.
+fn load_file<A: clap::Args + DeserializeOwned>(path: &Path) -> Result<A, Error> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("cannot read config file {shown}: {e}")))?;
+    let one_line = |e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let msg = e.message().trim().replace('\n', " ");
+        match line {
+            Some(l) => Error::Usage(format!("{shown}:{l}: {msg}")),
+            None => Error::Usage(format!("{shown}: {msg}")),
+        }
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(one_line)?;
+    let known = keys::<A>();
+    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+        return Err(Error::Usage(format!(
+            "{shown}: unknown key `{key}` (keys are the long flag names: {})",
+            known.join(", ")
+        )));
+    }
+    A::deserialize(toml::Value::Table(table))
+        .map_err(|e| Error::Usage(format!("{shown}: {}", e.message().trim())))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Unit tests of flag and config-file resolution.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    Server(ServerArgs),
+    Client(ClientArgs),
+}
+
+fn server(args: &[&str]) -> ServerArgs {
+    let argv = ["braid", "server"].iter().chain(args);
+    match Cli::try_parse_from(argv).unwrap().cmd {
+        Cmd::Server(a) => a,
+        Cmd::Client(_) => unreachable!(),
+    }
+}
+
+fn client(args: &[&str]) -> ClientArgs {
+    let argv = ["braid", "client"].iter().chain(args);
+    match Cli::try_parse_from(argv).unwrap().cmd {
+        Cmd::Client(a) => a,
+        Cmd::Server(_) => unreachable!(),
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("braid-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn defaults() {
+    let s = server(&["--listen", "127.0.0.1:0", "--target", "localhost:80"])
+        .resolve()
+        .unwrap();
+    assert_eq!(s.config.protocol, Protocol::Auto);
+    assert_eq!(s.grace, DEFAULT_GRACE);
+    assert!(s.tls.is_none() && s.stats.is_none());
+    let c = client(&["--listen", "127.0.0.1:0", "--server", "[::1]:7000"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.config, Config::new(Protocol::Yamux));
+    assert_eq!(c.conns, 1);
+}
+
+#[test]
+fn tuning_maps_onto_config() {
+    let c = client(&[
+        "--listen=127.0.0.1:0",
+        "--server=h:1",
+        "--proto=smux2",
+        "--max-frame-size=16KiB",
+        "--max-receive-buffer=8MiB",
+        "--max-stream-buffer=1MiB",
+        "--stream-send-buffer=8MiB",
+        "--keepalive-interval=2s",
+        "--keepalive-timeout=5s",
+    ])
+    .resolve()
+    .unwrap();
+    let k = &c.config;
+    assert_eq!(k.protocol, Protocol::SmuxV2);
+    assert_eq!(k.max_frame_size, 16384);
+    assert_eq!(k.max_receive_buffer, 8 << 20);
+    assert_eq!(k.max_stream_buffer, 1 << 20);
+    assert_eq!(k.stream_send_buffer, 8 << 20);
+    assert!(k.max_send_buffer >= 8 << 20);
+    assert_eq!(k.keep_alive_interval, Duration::from_secs(2));
+    assert_eq!(k.keep_alive_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    let e = client(&[
+        "--listen=a:1",
+        "--server=h:1",
+        "--proto=smux1",
+        "--max-frame-size=70000",
+    ])
+    .resolve()
+    .err()
+    .unwrap();
+    assert_eq!(
+        e,
+        Error::Usage("invalid --max-frame-size 70000: allowed 1..=65535".into())
+    );
+    for (args, want) in [
+        (vec!["--listen=a:1", "--server=h"], "expected HOST:PORT"),
+        (
+            vec!["--listen=a:1", "--server=h:1", "--proto=auto"],
+            "for the server",
+        ),
+        (vec!["--server=h:1"], "--listen is required"),
+        (vec!["--listen=a:1", "--server=h:1", "--conns=0"], "--conns"),
+        (
+            vec!["--listen=a:1", "--server=h:1", "--connect-timeout=0s"],
+            "must be > 0",
+        ),
+        (
+            vec!["--listen=a:1", "--server=h:1", "--tls-server-name=x"],
+            "needs TLS",
+        ),
+    ] {
+        let e = client(&args).resolve().err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    let e = server(&["--listen=a:1", "--target=h:1", "--tls-cert=x.pem"])
+        .resolve()
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("go together"), "{e}");
+}
+
+#[test]
+fn config_file_keys_are_the_flag_names_and_flags_win() {
+    let path = temp_file(
+        "client.toml",
+        r#"
+        listen = "127.0.0.1:0"
+        server = "example.org:7000"
+        proto = "smux1"
+        conns = 3
+        tls-insecure-skip-verify = true
+        tls-server-name = "name.example"
+        connect-timeout = "3s"
+        wait-for-server = true
+        stats = "1m"
+        grace = 2
+        max-frame-size = "8KiB"
+        max-receive-buffer = 1048576
+        max-stream-buffer = "64KiB"
+        stream-send-buffer = "128KiB"
+        keepalive-interval = "1s"
+        keepalive-timeout = "3s"
+        no-keepalive = false
+        "#,
+    );
+    let mut a = client(&["--conns", "2", "--max-frame-size", "4KiB"]);
+    a.config = Some(path.clone());
+    let c = a.resolve().unwrap();
+    assert_eq!(c.server, "example.org:7000");
+    assert_eq!(c.conns, 2);
+    assert_eq!(c.config.max_frame_size, 4096);
+    assert_eq!(c.config.max_receive_buffer, 1 << 20);
+    assert_eq!(c.config.keep_alive_interval, Duration::from_secs(1));
+    assert_eq!(c.connect_timeout, Duration::from_secs(3));
+    assert_eq!(c.stats, Some(Duration::from_secs(60)));
+    assert_eq!(c.grace, Duration::from_secs(2));
+    assert!(c.tls.is_some() && c.wait_for_server);
+    // Every flag is a key of the file (the file above names them all).
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in keys::<ClientArgs>() {
+        if !["tls-ca"].contains(&key.as_str()) {
+            assert!(text.contains(&format!("{key} =")), "key {key} untested");
+        }
+    }
+}
+
+#[test]
+fn config_file_errors_are_one_line() {
+    let path = temp_file(
+        "bad.toml",
+        "listen = \"a:1\"\ntarget = \"h:1\"\nmax-frame-sise = 1\n",
+    );
+    let mut a = server(&[]);
+    a.config = Some(path);
+    let e = a.resolve().err().unwrap();
+    assert!(
+        e.to_string().contains("unknown key `max-frame-sise`"),
+        "{e}"
+    );
+    let path = temp_file("bad2.toml", "listen = \"a:1\"\n\ngrace = \"soon\"\n");
+    let mut a = server(&[]);
+    a.config = Some(path);
+    let e = a.resolve().err().unwrap().to_string();
+    assert!(e.contains("not a duration") && !e.contains('\n'), "{e}");
+    let path = temp_file("bad3.toml", "listen = \"a:1\"\n\ngrace = \n");
+    let mut a = server(&[]);
+    a.config = Some(path);
+    let e = a.resolve().err().unwrap().to_string();
+    assert!(e.contains("bad3.toml:3:") && !e.contains('\n'), "{e}");
+}

@@ -1,0 +1,193 @@
+//! Test helpers: in-process tunnel ends, TCP targets, random payloads.
+#![allow(dead_code)] // each test binary uses a part
+
+use braid_cli::tunnel::{Client, ClientArgs, Error, Server, ServerArgs, Stats};
+use clap::Parser;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Every test body runs under this bound.
+pub const TEST_BOUND: Duration = Duration::from_secs(60);
+
+/// Runs `f` and fails the test if it takes longer than [`TEST_BOUND`].
+pub async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_BOUND, f)
+        .await
+        .expect("test took too long")
+}
+
+#[derive(Parser)]
+struct ServerCli {
+    #[command(flatten)]
+    args: ServerArgs,
+}
+
+#[derive(Parser)]
+struct ClientCli {
+    #[command(flatten)]
+    args: ClientArgs,
+}
+
+/// A tunnel end running in this process.
+pub struct Running {
+    /// Its listening address.
+    pub addr: SocketAddr,
+    /// Its counters.
+    pub stats: Arc<Stats>,
+    /// Fires its shutdown.
+    pub stop: CancellationToken,
+    /// Its `run`.
+    pub task: JoinHandle<Result<(), Error>>,
+    /// Client only: carriers up.
+    pub carriers: Option<watch::Receiver<usize>>,
+}
+
+impl Running {
+    /// Shuts down and waits for `run` to return.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Client only: waits until `n` carriers are up.
+    pub async fn wait_carriers(&mut self, n: usize) {
+        let rx = self.carriers.as_mut().expect("a client");
+        rx.wait_for(|&up| up == n).await.unwrap();
+    }
+}
+
+/// Starts `braid server --listen 127.0.0.1:0 --target TARGET ARGS...` in-process.
+pub async fn start_server(target: SocketAddr, args: &[&str]) -> Running {
+    let target = target.to_string();
+    let argv = ["server", "--listen", "127.0.0.1:0", "--target", &target];
+    let cli = ServerCli::try_parse_from(argv.iter().chain(args)).unwrap();
+    let server = Server::bind(cli.args.resolve().unwrap()).await.unwrap();
+    let (addr, stats) = (server.local_addr(), server.stats());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.run(stop.clone()));
+    Running {
+        addr,
+        stats,
+        stop,
+        task,
+        carriers: None,
+    }
+}
+
+/// `braid client` for `server` with `args`, bound but not started.
+pub async fn bind_client(server: SocketAddr, args: &[&str]) -> Result<Client, Error> {
+    let server = server.to_string();
+    let argv = ["client", "--listen", "127.0.0.1:0", "--server", &server];
+    let cli = ClientCli::try_parse_from(argv.iter().chain(args)).unwrap();
+    Client::bind(cli.args.resolve()?).await
+}
+
+/// Starts `braid client --listen 127.0.0.1:0 --server SERVER ARGS...` in-process.
+pub async fn start_client(server: SocketAddr, args: &[&str]) -> Running {
+    let client = bind_client(server, args).await.unwrap();
+    let (addr, stats, carriers) = (client.local_addr(), client.stats(), client.carriers());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(client.run(stop.clone()));
+    Running {
+        addr,
+        stats,
+        stop,
+        task,
+        carriers: Some(carriers),
+    }
+}
+
+/// A TCP echo server: each direction copied until EOF, then the FIN passed on.
+pub async fn echo_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.into_split();
+                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// SHA-256 of `data`, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sends `data` through `addr` (writing in `chunk`s, then half-closing) while reading
+/// the reply to its end; returns the reply's length and SHA-256.
+pub async fn echo_through(addr: SocketAddr, data: Vec<u8>, chunk: usize) -> (usize, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        for part in data.chunks(chunk.max(1)) {
+            w.write_all(part).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut reply = Vec::new();
+    r.read_to_end(&mut reply).await.unwrap();
+    writer.await.unwrap();
+    (reply.len(), sha256_hex(&reply))
+}
+
+/// Asserts that an echo of `len` bytes through `addr` comes back intact.
+pub async fn assert_echo(addr: SocketAddr, seed: u64, len: usize) {
+    let data = random_bytes(seed, len);
+    let want = (data.len(), sha256_hex(&data));
+    assert_eq!(
+        echo_through(addr, data, 16 * 1024).await,
+        want,
+        "seed {seed}"
+    );
+}
+
+/// Connects to `addr` and expects the connection to be closed on us without any data,
+/// e.g. because the tunnel could not reach the target. Returns true if it was reset
+/// rather than ended with FIN.
+pub async fn assert_refused(addr: SocketAddr) -> bool {
+    // The tunnel may reset the connection so fast that even `connect` reports it.
+    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let _ = tcp.write_all(b"hello?").await;
+    let mut buf = [0u8; 16];
+    match tcp.read(&mut buf).await {
+        Ok(0) => false,
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+            true
+        }
+        Ok(n) => panic!("got {n} bytes from a refused connection"),
+    }
+}
