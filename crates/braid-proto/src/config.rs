@@ -106,9 +106,9 @@ pub struct Config {
     /// enable it. Not available with yamux. Default: off.
     pub stream_names: bool,
     /// Called once for each stream the application holds when it ends, with why (see
-    /// [`Session::stream_end`](crate::Session::stream_end)). The tokio layer calls it
-    /// outside its lock, so it may use the session; the blocking layer does not call it
-    /// yet. Default: none.
+    /// [`Session::stream_end`](crate::Session::stream_end)). The tokio and blocking
+    /// layers call it outside their locks (the blocking one from its writer thread), so it
+    /// may use the session. Default: none.
     pub on_stream_end: Option<StreamEndCallback>,
     /// yamux: grow a stream's receive window while its window updates come faster than
     /// two round trips (the window, not the reader, limits it), up to

@@ -35,6 +35,7 @@ impl Drop for StreamRef {
 
 impl StreamRef {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut wake = Wakeups::default();
         let res = {
             let mut sh = self.inner.lock();
@@ -69,6 +70,7 @@ impl StreamRef {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut wake = Wakeups::default();
         let res = {
             let mut sh = self.inner.lock();

@@ -528,3 +528,37 @@ fn handles_are_send_and_sync() {
     check::<Session>();
     check::<Stream>();
 }
+
+#[test]
+fn stream_end_callback_runs_on_the_blocking_api() {
+    within(60, || {
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let mut config = Config::new(Protocol::Yamux);
+        config.on_stream_end = Some(braid::StreamEndCallback::new(move |id, why| {
+            let _ = tx.lock().unwrap().send((id.0, why.clone()));
+        }));
+        let (client, server) = pair(config);
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"x").unwrap();
+        s.shutdown_write();
+        let mut peer = server.accept_stream().unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        peer.shutdown_write();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        let mut seen = vec![
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        ];
+        seen.sort_by_key(|(id, why)| (*id, format!("{why:?}")));
+        assert_eq!(
+            seen,
+            vec![
+                (s.id(), braid::StreamEnd::LocalClose),
+                (peer.id(), braid::StreamEnd::PeerFin)
+            ]
+        );
+    });
+}

@@ -41,6 +41,8 @@ pub(super) struct State {
     pub(super) writer_parked: bool,
     /// The writer thread has finished: the transport is shut down.
     pub(super) writer_done: bool,
+    /// `Config::on_stream_end` calls due, made by the writer thread outside the lock.
+    pub(super) ended: Vec<super::threads::EndCall>,
 }
 
 pub(super) struct Inner {
@@ -77,6 +79,7 @@ impl Inner {
                 reader_parked: false,
                 writer_parked: false,
                 writer_done: false,
+                ended: Vec::new(),
             }),
             app_cv: Condvar::new(),
             reader_cv: Condvar::new(),
@@ -133,10 +136,23 @@ impl Inner {
                         slot.waiters.write.notify_all();
                     }
                 }
-                Event::Reset(id) | Event::StreamEnded(id) => {
+                Event::Reset(id) => {
                     if let Some(slot) = st.streams.get(&id.0) {
                         slot.waiters.read.notify_all();
                         slot.waiters.write.notify_all();
+                    }
+                }
+                Event::StreamEnded(id) => {
+                    if let Some(slot) = st.streams.get(&id.0) {
+                        slot.waiters.read.notify_all();
+                        slot.waiters.write.notify_all();
+                    }
+                    if let (Some(cb), Some(end)) = (
+                        st.core.config().on_stream_end.clone(),
+                        st.core.stream_end(id),
+                    ) {
+                        st.ended.push((cb, id, end));
+                        self.writer_cv.notify_one();
                     }
                 }
                 // yamux opens and pings are not offered by the blocking API yet.

@@ -128,6 +128,15 @@ fn writer_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
     let mut failed = false;
     let mut st = inner.lock();
     loop {
+        if !st.ended.is_empty() {
+            // Stream-end callbacks run here, outside the lock, so that they may use the
+            // session.
+            let calls = std::mem::take(&mut st.ended);
+            drop(st);
+            run_callbacks(calls);
+            st = inner.lock();
+            continue;
+        }
         if st.core.is_closed() {
             break;
         }
@@ -173,7 +182,22 @@ fn writer_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
     drop(io);
     let mut st = inner.lock();
     st.writer_done = true;
+    let calls = std::mem::take(&mut st.ended);
     inner.notify_everyone(&st);
+    drop(st);
+    run_callbacks(calls);
+}
+
+pub(super) type EndCall = (
+    braid_proto::StreamEndCallback,
+    braid_proto::StreamId,
+    braid_proto::StreamEnd,
+);
+
+fn run_callbacks(calls: Vec<EndCall>) {
+    for (cb, id, end) in calls {
+        cb.call(id, &end);
+    }
 }
 
 /// Writes every chunk, in order, with vectored writes.
