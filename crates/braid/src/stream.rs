@@ -238,35 +238,6 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.stream.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.stream.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.shutdown_write();
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// The reading half of a [`Stream`], from [`Stream::into_split`].
 pub struct OwnedReadHalf {
     stream: Arc<StreamRef>,
@@ -308,34 +279,42 @@ impl Drop for OwnedWriteHalf {
     }
 }
 
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.stream.poll_read(cx, buf)
-    }
+/// tokio's I/O traits for a type holding `stream: Arc<StreamRef>`: one delegation for
+/// [`Stream`] and its halves. `flush` has nothing to wait for (written data is queued in
+/// the session); `shutdown` is a half-close.
+macro_rules! tokio_io {
+    (read: $($r:ty),*; write: $($w:ty),*) => {
+        $(impl AsyncRead for $r {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.stream.poll_read(cx, buf)
+            }
+        })*
+        $(impl AsyncWrite for $w {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.stream.poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.stream.shutdown_write();
+                Poll::Ready(Ok(()))
+            }
+        })*
+    };
 }
 
-impl AsyncWrite for OwnedWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.stream.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.shutdown_write();
-        Poll::Ready(Ok(()))
-    }
-}
+tokio_io!(read: Stream, OwnedReadHalf; write: Stream, OwnedWriteHalf);
 
 #[cfg(feature = "futures-io")]
 mod futures_impls {

@@ -2,7 +2,7 @@
 
 use super::pipe::{pipe, End};
 use super::stats::{Gauge, Stats};
-use super::{bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
+use super::{accept_until, bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
 use braid::{Session, Side, Stream};
 use std::io;
 use std::net::SocketAddr;
@@ -109,21 +109,10 @@ impl Client {
             keepers.spawn(keep_connected(slot, first.take(), ctx.clone()));
         }
         let pipes = TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        pipes.spawn(carry(tcp, peer, ctx.clone()));
-                    }
-                    Err(e) => {
-                        warn!("accepting a connection failed: {}", io_reason(&e));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
+        accept_until(listener, &shutdown, &pipes, |tcp, peer| {
+            carry(tcp, peer, ctx.clone())
+        })
+        .await;
         drain(&pipes, ctx.settings.grace, &ctx.stats).await;
         ctx.kill.cancel();
         let _ = timeout(CLOSE_BOUND, pipes.wait()).await;

@@ -129,6 +129,33 @@ async fn bind_listener(addr: &str) -> Result<tokio::net::TcpListener, Error> {
 }
 
 /// An I/O error's message without Rust's " (os error N)" suffix.
+/// Accepts TCP connections until `shutdown`, handing each to `serve` on `tasks`. An
+/// accept error (out of file descriptors and the like) waits a little for some to be
+/// freed. The listener is closed on return.
+async fn accept_until<F>(
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tasks.spawn(serve(tcp, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {}", io_reason(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {

@@ -2,11 +2,10 @@
 
 use super::pipe::{pipe, End};
 use super::stats::Stats;
-use super::{bind_listener, drain, io_reason, Error, ServerSettings, CLOSE_BOUND};
+use super::{accept_until, bind_listener, drain, io_reason, Error, ServerSettings, CLOSE_BOUND};
 use braid::{ConnectionError, Session, Side, Stream};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -82,22 +81,10 @@ impl Server {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
         }
         let sessions = TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        sessions.spawn(serve_connection(tcp, peer, ctx.clone()));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait for some to be freed.
-                        warn!("accepting a connection failed: {}", io_reason(&e));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
+        accept_until(listener, &shutdown, &sessions, |tcp, peer| {
+            serve_connection(tcp, peer, ctx.clone())
+        })
+        .await;
         drain(&ctx.pipes, ctx.settings.grace, &ctx.stats).await;
         // Cut streams first (yamux: RST, so that clients see a cut, not an end), then
         // close the sessions, which flushes the resets.
