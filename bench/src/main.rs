@@ -1,0 +1,2 @@
+//! braid benchmark comparison program.
+fn main() {}

@@ -1,0 +1,2 @@
+//! braid soak test program.
+fn main() {}
