@@ -1,0 +1,2 @@
+//! criterion benchmark (to be written).
+fn main() {}
