@@ -313,6 +313,32 @@ impl Session {
         }
     }
 
+    /// How many more bytes the frame at the front of `buf` (input not yet taken by
+    /// [`Session::handle_input`]) needs before it is whole: 0 when `buf` is empty or starts
+    /// with a whole frame. Drivers use it to read a frame's rest into the same buffer
+    /// instead of copying the part already received.
+    ///
+    /// ```
+    /// use braid_proto::{Config, Protocol, Session, Side};
+    /// let session = Session::new(Config::new(Protocol::SmuxV1), Side::Client, std::time::Instant::now());
+    /// // A PSH header announcing 100 bytes of payload, 10 of which have arrived.
+    /// let mut input = vec![1, 2, 100, 0, 3, 0, 0, 0];
+    /// input.extend([0; 10]);
+    /// assert_eq!(session.input_needed(&input), 90);
+    /// assert_eq!(session.input_needed(&input[..3]), 5); // the header's rest
+    /// ```
+    pub fn input_needed(&self, buf: &[u8]) -> usize {
+        if buf.is_empty() {
+            return 0;
+        }
+        let (header, len) = match self.wire {
+            Wire::Smux(_) => (smux::HEADER_LEN, smux::Codec::frame_len(buf)),
+            Wire::Yamux(_) => (yamux::HEADER_LEN, yamux::Codec::frame_len(buf)),
+            Wire::Detect => return 0,
+        };
+        len.unwrap_or(header).saturating_sub(buf.len())
+    }
+
     /// False while the session must not read more frames: the receive budget is spent
     /// (the application has `max_receive_buffer` bytes unread), the smux accept queue is
     /// full, or the session has ended. Bytes already given to [`Session::handle_input`]

@@ -3,7 +3,7 @@
 
 use crate::shared::{Inner, Wakeups};
 use braid_proto::ConnectionError;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
@@ -13,8 +13,15 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read into a fresh buffer.
 const READ_CHUNK: usize = 256 * 1024;
+/// Room kept past each read so that a frame the read starts can be completed in the same
+/// buffer: received payloads are shared with the streams rather than copied, so growing
+/// a shared buffer would copy the partial frame at its end. Covers every smux frame and
+/// braid's own yamux frames; a larger frame is copied once.
+const FRAME_ROOM: usize = 64 * 1024 + 16;
+/// The least worth a read into what is left of a buffer.
+const MIN_READ: usize = 16 * 1024;
 /// Frames are taken from the core while fewer than this many bytes wait to be written.
 const TX_LOW_WATER: usize = 128 * 1024;
 /// How many bytes of frames the driver holds at most.
@@ -35,6 +42,8 @@ pub struct Driver<T> {
     inner: Arc<Inner>,
     io: T,
     rbuf: BytesMut,
+    /// Bytes the partial frame at the end of `rbuf` still needs.
+    rbuf_missing: usize,
     /// Frames waiting to be written, in order, and their total length.
     txq: VecDeque<Bytes>,
     txq_len: usize,
@@ -60,6 +69,7 @@ impl<T> Driver<T> {
             inner,
             io,
             rbuf: BytesMut::new(),
+            rbuf_missing: 0,
             txq: VecDeque::new(),
             txq_len: 0,
             chunks: Vec::new(),
@@ -97,6 +107,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if !self.rbuf.is_empty() {
                 let _ = sh.core.handle_input(now, &mut self.rbuf);
             }
+            self.rbuf_missing = sh.core.input_needed(&self.rbuf);
             if self.eof && sh.core.wants_read() {
                 // Everything received has been taken in: the peer is gone.
                 sh.core
@@ -187,10 +198,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// How many bytes the next read may take into `rbuf`, growing it first if needed.
+    fn read_limit(&mut self) -> usize {
+        let missing = self.rbuf_missing;
+        let mut spare = self.rbuf.capacity() - self.rbuf.len();
+        if spare < missing || (missing == 0 && spare < FRAME_ROOM + MIN_READ) {
+            // A fresh buffer, or the old one reclaimed if the streams have let go of it;
+            // only a frame larger than FRAME_ROOM has a received part to copy.
+            self.rbuf.reserve(missing + READ_CHUNK + FRAME_ROOM);
+            spare = self.rbuf.capacity() - self.rbuf.len();
+        }
+        missing.max(spare.saturating_sub(FRAME_ROOM))
+    }
+
     /// Reads from the transport into the receive buffer. Returns true on progress.
     fn poll_read_input(&mut self, cx: &mut Context<'_>) -> bool {
-        self.rbuf.reserve(READ_CHUNK);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        let limit = self.read_limit();
+        let mut dst = (&mut self.rbuf).limit(limit);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
             Poll::Ready(Ok(0)) => {
                 self.eof = true;
                 true

@@ -267,6 +267,13 @@ impl Codec {
         }
     }
 
+    /// The length, header included, of the frame that starts `buf`, once its header is
+    /// there (`None` before). The header is not validated: [`Codec::decode`] does that.
+    pub fn frame_len(buf: &[u8]) -> Option<usize> {
+        let length = u16::from_le_bytes([*buf.get(2)?, *buf.get(3)?]);
+        (buf.len() >= HEADER_LEN).then_some(HEADER_LEN + length as usize)
+    }
+
     /// Decodes one frame from the front of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` holds less than a whole frame; nothing is consumed
@@ -310,7 +317,6 @@ impl Codec {
         }
         let total = HEADER_LEN + length as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -345,6 +351,14 @@ fn payload_len(b: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_len_is_header_plus_length_field() {
+        let psh = [1, 2, 0x10, 0x01, 3, 0, 0, 0];
+        assert_eq!(Codec::frame_len(&psh), Some(8 + 0x110));
+        assert_eq!(Codec::frame_len(&psh[..7]), None);
+        assert_eq!(Codec::frame_len(&[]), None);
+    }
 
     fn encode(codec: Codec, frame: &Frame) -> Vec<u8> {
         let mut out = Vec::new();

@@ -235,6 +235,17 @@ impl Codec {
         }
     }
 
+    /// The length, header included, of the frame that starts `buf`, once its header is
+    /// there (`None` before). The header is not validated: [`Codec::decode`] does that.
+    pub fn frame_len(buf: &[u8]) -> Option<usize> {
+        let header = buf.get(..HEADER_LEN)?;
+        if header[1] != Type::Data as u8 {
+            return Some(HEADER_LEN);
+        }
+        let length = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        Some(HEADER_LEN.saturating_add(length as usize))
+    }
+
     /// Decodes one frame from the front of `buf`; `Ok(None)` when `buf` holds less than a
     /// whole frame (nothing is consumed then). The header is validated as soon as it is
     /// complete. Payloads are split off without copying.
@@ -280,7 +291,6 @@ impl Codec {
         }
         let total = HEADER_LEN + length as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -296,6 +306,15 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_len_counts_a_payload_only_for_data() {
+        let data = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0];
+        assert_eq!(Codec::frame_len(&data), Some(12 + 256));
+        assert_eq!(Codec::frame_len(&data[..11]), None);
+        let update = [0, 1, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0];
+        assert_eq!(Codec::frame_len(&update), Some(12));
+    }
 
     #[test]
     fn header_is_big_endian() {
