@@ -7,11 +7,17 @@
 //	golden  print, as JSON lines, the exact bytes Go sends for each frame kind
 //	server  listen on -addr, accept one connection, run -scenario on it
 //	client  dial -addr, run -scenario on the connection
+//	tunnel-client  port forwarding: dial one multiplexed connection to -addr,
+//	               listen on -listen, one stream per accepted TCP connection
+//	tunnel-server  port forwarding: accept multiplexed connections on -addr,
+//	               forward each accepted stream to a new connection to -target
 //
 // In server and client mode the peer speaks -proto (smux1, smux2 or yamux) over
 // one TCP connection and reports what happened as JSON lines on stdout (see
 // README.md for the events and the scenarios), so that braid's Rust tests can
-// assert on the real Go library's behaviour.
+// assert on the real Go library's behaviour. The tunnel modes (tunnel.go) map
+// streams to TCP connections as kcptun and frp do, for end-to-end tests of
+// braid's own tunnel against a Go one.
 //
 // Build (see README.md):
 //
@@ -42,9 +48,11 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "", "what to do: golden, server or client")
+	mode := flag.String("mode", "", "what to do: golden, server, client, tunnel-client or tunnel-server")
 	var f peerFlags
 	f.register(flag.CommandLine)
+	var t tunnelFlags
+	t.register(flag.CommandLine)
 	flag.Parse()
 
 	var err error
@@ -53,8 +61,10 @@ func main() {
 		err = runGolden(os.Stdout)
 	case "server", "client":
 		err = runPeer(*mode == "client", &f)
+	case "tunnel-client", "tunnel-server":
+		err = runTunnel(*mode == "tunnel-client", &f, &t)
 	default:
-		fmt.Fprintf(os.Stderr, "braid-peer: unknown or missing -mode %q (want: golden, server, client)\n", *mode)
+		fmt.Fprintf(os.Stderr, "braid-peer: unknown or missing -mode %q (want: golden, server, client, tunnel-client, tunnel-server)\n", *mode)
 		os.Exit(2)
 	}
 	if err != nil {

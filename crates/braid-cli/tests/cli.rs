@@ -296,3 +296,50 @@ async fn sigterm_lets_active_connections_finish() {
     })
     .await;
 }
+
+/// `--proto auto` keeps the tuning for whichever protocol a client speaks; it warns only
+/// about values a protocol cannot take (yamux windows start at 256KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_server_warns_only_about_tuning_a_protocol_cannot_take() {
+    /// Starts `braid server` (auto) with `tuning`, stops it once it listens, and
+    /// returns its `--proto auto` warnings.
+    async fn auto_warnings(tuning: &[&str]) -> Vec<String> {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--target", "h:1"];
+        args.extend_from_slice(tuning);
+        let mut server = spawn(&args).await;
+        // The warning comes before the server listens: all of it is in stderr by now.
+        server.child.kill().await.unwrap();
+        let mut warnings = Vec::new();
+        while let Some(line) = server.stderr.next_line().await.unwrap() {
+            if line.contains("--proto auto") {
+                warnings.push(line);
+            }
+        }
+        warnings
+    }
+    bounded(async {
+        let tuned = [
+            "--max-frame-size",
+            "4KiB",
+            "--max-receive-buffer",
+            "8MiB",
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "3s",
+            "--stream-send-buffer",
+            "1MiB",
+        ];
+        assert_eq!(auto_warnings(&tuned).await, Vec::<String>::new());
+        let small_window = ["--max-frame-size", "4KiB", "--max-stream-buffer", "128KiB"];
+        let warnings = auto_warnings(&small_window).await;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("yamux sessions use --max-stream-buffer 256.0 KiB"),
+            "{warnings:?}"
+        );
+        assert!(!warnings[0].contains("smux"), "{warnings:?}");
+        assert!(!warnings[0].contains("--max-frame-size"), "{warnings:?}");
+    })
+    .await;
+}

@@ -25,9 +25,9 @@ pub enum Protocol {
     Yamux,
     /// Servers only: speak whatever the client speaks, told apart by its first byte
     /// (smux's version byte is 1 or 2, yamux's is 0), so one listener serves all three.
-    /// Each protocol is then served with its Go defaults; braid's own fields
-    /// (`stream_send_buffer`, `max_send_buffer`, `close_timeout`, `keep_alive_disabled`)
-    /// are kept. Limit: a client that opens no stream sends nothing until its first
+    /// Each session then gets [`Config::detected`]: the fields the application changed
+    /// are kept (where the detected protocol allows the value), the others take that
+    /// protocol's Go defaults. Limit: a client that opens no stream sends nothing until its first
     /// keepalive, and the server can open no stream until the client has spoken.
     Auto,
 }
@@ -246,19 +246,128 @@ impl Config {
     }
 
     /// The configuration an [`Protocol::Auto`] session uses once it knows the client
-    /// speaks `protocol`: that protocol's defaults, with braid's own fields kept.
+    /// speaks `protocol`.
+    ///
+    /// Every field the application changed from `Config::new(Protocol::Auto)` keeps its
+    /// value; every field left at that value takes `protocol`'s default (Go's, see
+    /// [`Config::new`]), so an untuned `Auto` server serves each protocol exactly as Go
+    /// would. A value equal to `Auto`'s default counts as unchanged: `max_frame_size`
+    /// set to 32768 still becomes yamux's 64 KiB.
+    ///
+    /// A kept value that `protocol` does not allow takes `protocol`'s default instead.
+    /// `Auto` is validated by smux's rules, so for smux v1 and v2 nothing falls back; for
+    /// yamux these do:
+    /// - `max_stream_buffer` below 256 KiB (yamux's smallest window): 256 KiB;
+    /// - `max_stream_buffer` above `auto_window_max` (16 MiB unless changed too): 256 KiB;
+    /// - `stream_names`: off (names are a smux/gmux SYN payload);
+    /// - `max_unacked_opens` 0: 256.
+    ///
+    /// Some fields mean slightly different things per protocol (see each field):
+    /// `keep_alive_timeout` is smux's silence timeout but yamux's ping reply timeout, and
+    /// a full `accept_backlog` pauses smux but refuses yamux streams.
+    ///
+    /// ```
+    /// use braid_proto::{Config, Protocol};
+    ///
+    /// let mut auto = Config::new(Protocol::Auto);
+    /// auto.max_frame_size = 4096;
+    /// auto.max_stream_buffer = 128 * 1024;
+    /// let smux = auto.detected(Protocol::SmuxV2);
+    /// assert_eq!((smux.max_frame_size, smux.max_stream_buffer), (4096, 128 * 1024));
+    /// let yamux = auto.detected(Protocol::Yamux);
+    /// assert_eq!(yamux.max_frame_size, 4096);
+    /// assert_eq!(yamux.max_stream_buffer, 256 * 1024); // yamux's minimum
+    /// assert_eq!(yamux.keep_alive_interval, std::time::Duration::from_secs(30)); // unchanged: Go's
+    /// ```
     pub fn detected(&self, protocol: Protocol) -> Config {
-        Config {
-            priority_share: self.priority_share,
-            on_stream_end: self.on_stream_end.clone(),
-            idle_timeout: self.idle_timeout,
-            keep_alive_disabled: self.keep_alive_disabled,
-            window_auto_tuning: self.window_auto_tuning,
-            stream_send_buffer: self.stream_send_buffer,
-            max_send_buffer: self.max_send_buffer,
-            close_timeout: self.close_timeout,
-            ..Config::new(protocol)
+        let auto = Config::new(Protocol::Auto);
+        let default = Config::new(protocol);
+        let mut c = self.clone();
+        c.protocol = protocol;
+        macro_rules! unchanged_take_default {
+            ($($field:ident),* $(,)?) => {{
+                // Every field is named here, so a new one does not compile until listed.
+                let Config { protocol: _, $($field: _),* } = self;
+                $(if self.$field == auto.$field {
+                    c.$field = default.$field;
+                })*
+            }};
         }
+        unchanged_take_default!(
+            keep_alive_disabled,
+            keep_alive_interval,
+            keep_alive_timeout,
+            max_frame_size,
+            max_receive_buffer,
+            max_stream_buffer,
+            accept_backlog,
+            max_unacked_opens,
+            stream_open_timeout,
+            stream_close_timeout,
+            idle_timeout,
+            stream_names,
+            on_stream_end,
+            window_auto_tuning,
+            auto_window_max,
+            priority_share,
+            stream_send_buffer,
+            max_send_buffer,
+            close_timeout,
+        );
+        // Values `protocol` rejects take its default: the field validation names, or,
+        // when that one has its default already, the field it is checked against.
+        let default = Config::new(protocol);
+        while let Err(e) = c.validate() {
+            let against = match e.field {
+                "auto_window_max" => Some("max_stream_buffer"),
+                "max_stream_buffer" => Some("max_receive_buffer"),
+                "keep_alive_timeout" => Some("keep_alive_interval"),
+                "max_send_buffer" => Some("stream_send_buffer"),
+                _ => None,
+            };
+            if !c.reset_field(e.field, &default)
+                && !against.is_some_and(|f| c.reset_field(f, &default))
+            {
+                // Not something `protocol` rejects: `self` was invalid to begin with.
+                break;
+            }
+        }
+        c
+    }
+
+    /// Sets `field` (named as in [`ConfigError::field`]) back to `default`'s value.
+    /// Returns false if it had that value already (or is not a field validation names).
+    /// Each reset moves a field to its default for good, so repeated resets end.
+    fn reset_field(&mut self, field: &str, default: &Config) -> bool {
+        macro_rules! reset {
+            ($($name:ident),* $(,)?) => {
+                match field {
+                    $(stringify!($name) if self.$name != default.$name => {
+                        self.$name = default.$name.clone();
+                        true
+                    })*
+                    _ => false,
+                }
+            };
+        }
+        reset!(
+            keep_alive_interval,
+            keep_alive_timeout,
+            max_frame_size,
+            max_receive_buffer,
+            max_stream_buffer,
+            accept_backlog,
+            max_unacked_opens,
+            stream_open_timeout,
+            stream_close_timeout,
+            idle_timeout,
+            stream_names,
+            auto_window_max,
+            priority_share,
+            stream_send_buffer,
+            max_send_buffer,
+            close_timeout,
+        )
     }
 
     /// [`Config::validate`], plus the rules that depend on the side: only a server can
@@ -494,5 +603,146 @@ mod tests {
         c.keep_alive_disabled = true;
         c.keep_alive_interval = Duration::ZERO;
         c.validate().unwrap();
+    }
+
+    const DETECTABLE: [Protocol; 3] = [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux];
+
+    #[test]
+    fn untuned_auto_detects_gos_defaults() {
+        for p in DETECTABLE {
+            assert_eq!(
+                Config::new(Protocol::Auto).detected(p),
+                Config::new(p),
+                "{p:?}"
+            );
+            // Already detected: nothing changes.
+            assert_eq!(Config::new(p).detected(p), Config::new(p), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn auto_keeps_the_tuning_for_every_protocol() {
+        let callback = StreamEndCallback::new(|_, _| {});
+        let mut auto = Config::new(Protocol::Auto);
+        auto.keep_alive_interval = Duration::from_secs(1);
+        auto.keep_alive_timeout = Duration::from_secs(3);
+        auto.max_frame_size = 4096;
+        auto.max_receive_buffer = 16 << 20;
+        auto.max_stream_buffer = 512 * 1024;
+        auto.accept_backlog = 64;
+        auto.max_unacked_opens = 32;
+        auto.stream_open_timeout = Duration::from_secs(5);
+        auto.stream_close_timeout = Duration::from_secs(6);
+        auto.idle_timeout = Some(Duration::from_secs(7));
+        auto.on_stream_end = Some(callback.clone());
+        auto.window_auto_tuning = true;
+        auto.auto_window_max = 8 << 20;
+        auto.priority_share = 20;
+        auto.stream_send_buffer = 1 << 20;
+        auto.max_send_buffer = 8 << 20;
+        auto.close_timeout = Duration::from_secs(2);
+        auto.validate().unwrap();
+        for p in DETECTABLE {
+            let c = auto.detected(p);
+            c.validate().unwrap();
+            // Everything but the protocol is the application's.
+            assert_eq!(
+                c,
+                Config {
+                    protocol: p,
+                    ..auto.clone()
+                },
+                "{p:?}"
+            );
+        }
+        // keep_alive_disabled and stream_names are kept too (names for smux only).
+        let mut auto = Config::new(Protocol::Auto);
+        auto.keep_alive_disabled = true;
+        auto.stream_names = true;
+        for p in [Protocol::SmuxV1, Protocol::SmuxV2] {
+            let c = auto.detected(p);
+            assert!(c.keep_alive_disabled && c.stream_names, "{p:?}");
+        }
+        assert!(auto.detected(Protocol::Yamux).keep_alive_disabled);
+    }
+
+    #[test]
+    fn auto_fields_left_alone_take_the_detected_protocols_defaults() {
+        let mut auto = Config::new(Protocol::Auto);
+        auto.max_frame_size = 4096;
+        let y = auto.detected(Protocol::Yamux);
+        assert_eq!(y.max_frame_size, 4096);
+        let yamux = Config::new(Protocol::Yamux);
+        assert_eq!(
+            y,
+            Config {
+                max_frame_size: 4096,
+                ..yamux.clone()
+            }
+        );
+        // A value equal to Auto's default counts as left alone.
+        let mut auto = Config::new(Protocol::Auto);
+        auto.max_frame_size = 32768;
+        assert_eq!(auto.detected(Protocol::Yamux).max_frame_size, 64 * 1024);
+        // Only the timeout changed: yamux keeps it, with its own interval.
+        let mut auto = Config::new(Protocol::Auto);
+        auto.keep_alive_timeout = Duration::from_secs(60);
+        let y = auto.detected(Protocol::Yamux);
+        assert_eq!(y.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(y.keep_alive_interval, yamux.keep_alive_interval);
+    }
+
+    #[test]
+    fn auto_values_yamux_rejects_take_yamuxs_defaults() {
+        let yamux = Config::new(Protocol::Yamux);
+        type Case = (fn(&mut Config), fn(&Config) -> bool);
+        let cases: [Case; 5] = [
+            // Below yamux's smallest window.
+            (
+                |c| c.max_stream_buffer = 128 * 1024,
+                |c| c.max_stream_buffer == 256 * 1024,
+            ),
+            // Above the default auto_window_max...
+            (
+                |c| {
+                    c.max_receive_buffer = 64 << 20;
+                    c.max_stream_buffer = 32 << 20;
+                },
+                |c| c.max_stream_buffer == 256 * 1024 && c.max_receive_buffer == 64 << 20,
+            ),
+            // ...unless that was raised as well.
+            (
+                |c| {
+                    c.max_receive_buffer = 64 << 20;
+                    c.max_stream_buffer = 32 << 20;
+                    c.auto_window_max = 48 << 20;
+                },
+                |c| c.max_stream_buffer == 32 << 20 && c.auto_window_max == 48 << 20,
+            ),
+            (|c| c.stream_names = true, |c| !c.stream_names),
+            (|c| c.max_unacked_opens = 0, |c| c.max_unacked_opens == 256),
+        ];
+        for (i, (tune, check)) in cases.into_iter().enumerate() {
+            let mut auto = Config::new(Protocol::Auto);
+            auto.max_frame_size = 1000; // kept throughout
+            tune(&mut auto);
+            auto.validate().unwrap();
+            let y = auto.detected(Protocol::Yamux);
+            y.validate().unwrap();
+            assert!(check(&y), "case {i}: {y:?}");
+            assert_eq!(y.max_frame_size, 1000, "case {i}");
+            assert_eq!(y.accept_backlog, yamux.accept_backlog, "case {i}");
+            // smux takes every one of them.
+            for p in [Protocol::SmuxV1, Protocol::SmuxV2] {
+                assert_eq!(
+                    auto.detected(p),
+                    Config {
+                        protocol: p,
+                        ..auto.clone()
+                    },
+                    "case {i}"
+                );
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! the file. Relative paths in the file are relative to the file.
 
 use super::tls::{self, ClientTls};
-use super::units::{de_duration, de_size, parse_duration, parse_size};
+use super::units::{de_duration, de_size, human_bytes, parse_duration, parse_size};
 use super::Error;
 use braid::{Config, Protocol, Side};
 use serde::de::DeserializeOwned;
@@ -126,21 +126,50 @@ impl Tuning {
         Ok(c)
     }
 
-    /// Settings that `Protocol::Auto` replaces with the detected protocol's defaults.
-    fn set_but_replaced_by_auto(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        for (set, flag) in [
-            (self.max_frame_size.is_some(), "--max-frame-size"),
-            (self.max_receive_buffer.is_some(), "--max-receive-buffer"),
-            (self.max_stream_buffer.is_some(), "--max-stream-buffer"),
-            (self.keepalive_interval.is_some(), "--keepalive-interval"),
-            (self.keepalive_timeout.is_some(), "--keepalive-timeout"),
+    /// Under `--proto auto`: the tuning flags given whose value a detected protocol does
+    /// not take (see [`Config::detected`]), each as "PROTO sessions use --FLAG VALUE".
+    /// That happens to a value the protocol does not allow (yamux: `--max-stream-buffer`
+    /// below 256KiB) and to one equal to auto's own default, which counts as not set
+    /// (`--max-frame-size 32KiB` still gives yamux sessions 64KiB).
+    fn not_taken_under_auto(&self, auto: &Config) -> Vec<String> {
+        // Per flag: whether it was given, and the field it sets as (shown, compared).
+        let given = [
+            self.max_frame_size.is_some(),
+            self.max_receive_buffer.is_some(),
+            self.max_stream_buffer.is_some(),
+            self.stream_send_buffer.is_some(),
+            self.keepalive_interval.is_some(),
+            self.keepalive_timeout.is_some(),
+        ];
+        let fields = |c: &Config| {
+            let size = |v: usize| (human_bytes(v as u64), v as u128);
+            let time = |d: Duration| (format!("{d:?}"), d.as_nanos());
+            [
+                ("--max-frame-size", size(c.max_frame_size)),
+                ("--max-receive-buffer", size(c.max_receive_buffer)),
+                ("--max-stream-buffer", size(c.max_stream_buffer)),
+                ("--stream-send-buffer", size(c.stream_send_buffer)),
+                ("--keepalive-interval", time(c.keep_alive_interval)),
+                ("--keepalive-timeout", time(c.keep_alive_timeout)),
+            ]
+        };
+        let wanted = fields(auto);
+        let mut out = Vec::new();
+        for (proto, name) in [
+            (Protocol::SmuxV1, "smux1"),
+            (Protocol::SmuxV2, "smux2"),
+            (Protocol::Yamux, "yamux"),
         ] {
-            if set {
-                v.push(flag);
+            let used = fields(&auto.detected(proto));
+            for ((given, (flag, (shown, used))), (_, (_, wanted))) in
+                given.iter().zip(used).zip(&wanted)
+            {
+                if *given && used != *wanted {
+                    out.push(format!("{name} sessions use {flag} {shown}"));
+                }
             }
         }
-        v
+        out
     }
 }
 
@@ -223,12 +252,14 @@ impl ServerArgs {
         let proto = a.proto.unwrap_or(Proto::Auto);
         let config = a.tuning.config(proto, Side::Server)?;
         if proto == Proto::Auto {
-            let ignored = a.tuning.set_but_replaced_by_auto();
-            if !ignored.is_empty() {
+            // The tuning applies to whichever protocol a client speaks, except values that
+            // protocol does not allow or that equal auto's defaults.
+            let not_taken = a.tuning.not_taken_under_auto(&config);
+            if !not_taken.is_empty() {
                 tracing::warn!(
-                    "with --proto auto each session uses its protocol's defaults: {} ignored \
-                     (name the protocol to tune it)",
-                    ignored.join(", ")
+                    "with --proto auto, {} (a value that protocol does not allow, or auto's \
+                     default, gives it the protocol's default; name the protocol to tune it)",
+                    not_taken.join(", ")
                 );
             }
         }
