@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Measure braid against raw TCP over loopback: a bulk transfer through each.
+    /// Measure braid against raw TCP over loopback: bulk throughput, latency, stream churn
+    /// and memory per idle stream.
     Bench(bench::BenchArgs),
     /// Tunnel server: accept multiplexed connections, forward each stream to --target.
     Server(ServerArgs),

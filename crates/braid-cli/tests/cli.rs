@@ -343,3 +343,154 @@ async fn auto_server_warns_only_about_tuning_a_protocol_cannot_take() {
     })
     .await;
 }
+
+/// Runs `braid bench --json ARGS...` and returns its rows, checking each names `workload`.
+async fn bench_json(workload: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(BRAID)
+        .args(["bench", "--json", "--repeat", "1", "--workload", workload])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "braid bench {args:?}: {stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for row in &rows {
+        assert_eq!(row["workload"], workload, "{row}");
+        assert_eq!(row["runs"], 1, "{row}");
+    }
+    rows
+}
+
+/// The `proto` of each row, in order.
+fn protos(rows: &[serde_json::Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["proto"].as_str().unwrap()).collect()
+}
+
+fn num(row: &serde_json::Value, field: &str) -> f64 {
+    row[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {field} in {row}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_bulk_reports_each_protocol_and_stream_count() {
+    bounded(async {
+        let args = ["--streams", "1,3", "--bytes", "1MiB", "--chunk", "16KiB"];
+        let rows = bench_json("bulk", &args).await;
+        let all = ["tcp", "smux1", "smux2", "yamux"];
+        assert_eq!(protos(&rows), [all, all].concat());
+        for (row, streams) in rows.iter().zip([1, 1, 1, 1, 3, 3, 3, 3]) {
+            assert_eq!(row["streams"], streams, "{row}");
+            assert!(num(row, "mb_per_s") > 0.0, "{row}");
+            assert!(num(row, "pct_of_tcp") > 0.0, "{row}");
+            assert!(num(row, "peak_rss_mib") > 0.0, "{row}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_latency_reports_percentiles() {
+    bounded(async {
+        let rows = bench_json(
+            "latency",
+            &["--round-trips", "200", "--proto", "smux2,yamux"],
+        )
+        .await;
+        assert_eq!(protos(&rows), ["tcp", "smux2", "yamux"]);
+        for row in &rows {
+            assert_eq!(row["round_trips"], 200, "{row}");
+            let (p50, p99) = (num(row, "p50_us"), num(row, "p99_us"));
+            assert!(p50 > 0.0 && p99 >= p50, "{row}");
+            assert!(num(row, "p50_vs_tcp") > 0.0, "{row}");
+            assert!(num(row, "p99_vs_tcp") > 0.0, "{row}");
+        }
+        assert_eq!(num(&rows[0], "p50_vs_tcp"), 1.0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_churn_reports_streams_per_second() {
+    bounded(async {
+        let rows = bench_json("churn", &["--churn-secs", "0.2", "--proto", "smux1,yamux"]).await;
+        assert_eq!(protos(&rows), ["tcp", "smux1", "yamux"]);
+        for row in &rows {
+            assert!(num(row, "streams_per_s") > 0.0, "{row}");
+            assert!(num(row, "pct_of_tcp") > 0.0, "{row}");
+            assert!(num(row, "secs") >= 0.2, "{row}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_idle_reports_memory_per_stream() {
+    bounded(async {
+        let rows = bench_json("idle", &["--idle-streams", "2000"]).await;
+        // No TCP baseline for idle streams.
+        assert_eq!(protos(&rows), ["smux1", "smux2", "yamux"]);
+        for row in &rows {
+            assert_eq!(row["streams"], 2000, "{row}");
+            let per_stream = num(row, "rss_bytes_per_stream");
+            assert!(per_stream > 0.0 && per_stream < 64.0 * 1024.0, "{row}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_a_table_per_workload_and_a_summary() {
+    bounded(async {
+        let out = Command::new(BRAID)
+            .args([
+                "bench",
+                "--repeat",
+                "1",
+                "--proto",
+                "yamux",
+                "--streams",
+                "2",
+                "--bytes",
+                "256KiB",
+                "--round-trips",
+                "50",
+                "--churn-secs",
+                "0.1",
+                "--idle-streams",
+                "100",
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        for header in ["bulk: ", "latency: ", "churn: ", "idle: "] {
+            assert!(stdout.lines().any(|l| l.starts_with(header)), "{stdout}");
+        }
+        let summary: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("summary: "))
+            .collect();
+        assert_eq!(summary.len(), 1, "{stdout}");
+        for part in ["bulk >= ", "latency p50 <= ", "churn >= ", "idle <= "] {
+            assert!(summary[0].contains(part), "{stdout}");
+        }
+
+        let (code, stderr) = run(&["bench", "--workload", "latency", "--round-trips", "0"]).await;
+        assert_eq!(code, 1);
+        assert_eq!(stderr, "braid: --round-trips must be >= 1\n");
+        let (code, _) = run(&["bench", "--workload", "bogus"]).await;
+        assert_eq!(code, 2);
+    })
+    .await;
+}
