@@ -1,10 +1,11 @@
-//! churn: one after the other, as fast as possible for a fixed time, the client opens a
+//! churn: as fast as possible for a fixed time, each of `workers` client tasks opens a
 //! stream (TCP: connects), writes one byte, reads its echo and closes the stream (TCP:
-//! the connection). The server handles each stream in its own task: it echoes the byte
-//! and reads until the client's close. One session serves the whole run.
+//! the connection), over and over. The server handles each stream in its own task: it
+//! echoes the byte and reads until the client's close. One session serves the whole run.
 
 use super::{median, session_pair, Proto};
 use serde::Serialize;
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -57,10 +58,10 @@ pub(super) fn summarize(runs: &[Run], targets: &[Proto]) -> Vec<Row> {
         .collect()
 }
 
-/// Opens, echoes and closes streams for `duration` on a fresh connection (or session).
-pub(super) async fn measure(proto: Proto, duration: Duration) -> io::Result<Run> {
-    let mut streams = 0;
-    let secs = match proto.protocol() {
+/// Opens, echoes and closes streams for `duration` on a fresh connection (or session),
+/// from `workers` tasks at once.
+pub(super) async fn measure(proto: Proto, duration: Duration, workers: usize) -> io::Result<Run> {
+    let (streams, secs) = match proto.protocol() {
         None => {
             let listener = super::listener().await?;
             let addr = listener.local_addr()?;
@@ -71,18 +72,16 @@ pub(super) async fn measure(proto: Proto, duration: Duration) -> io::Result<Run>
                     }
                 }
             });
-            let start = Instant::now();
-            while start.elapsed() < duration {
+            let result = run_workers(duration, workers, move || async move {
                 let mut tcp = TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
-                exchange(&mut tcp).await?;
-                streams += 1;
-            }
-            let secs = start.elapsed();
+                exchange(&mut tcp).await
+            })
+            .await;
             // The accept loop never ends by itself; connection tasks end with the
             // client's close.
             server.abort();
-            secs
+            result?
         }
         Some(protocol) => {
             let (client, server) = session_pair(protocol).await?;
@@ -91,16 +90,15 @@ pub(super) async fn measure(proto: Proto, duration: Duration) -> io::Result<Run>
                     tokio::spawn(serve(stream));
                 }
             });
-            let start = Instant::now();
-            while start.elapsed() < duration {
-                let mut stream = client.open_stream().await?;
-                exchange(&mut stream).await?;
-                streams += 1;
-            }
-            let secs = start.elapsed();
+            let opener = client.clone();
+            let result = run_workers(duration, workers, move || {
+                let client = opener.clone();
+                async move { exchange(&mut client.open_stream().await?).await }
+            })
+            .await;
             client.close().await;
             acceptor.await.map_err(io::Error::other)?;
-            secs
+            result?
         }
     };
     Ok(Run {
@@ -108,6 +106,38 @@ pub(super) async fn measure(proto: Proto, duration: Duration) -> io::Result<Run>
         streams,
         secs: secs.as_secs_f64(),
     })
+}
+
+/// Runs `one` in a loop on `workers` tasks until `duration` has passed; returns how many
+/// completed and the time taken.
+async fn run_workers<F, Fut>(
+    duration: Duration,
+    workers: usize,
+    one: F,
+) -> io::Result<(u64, Duration)>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = io::Result<()>> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while start.elapsed() < duration {
+                    one().await?;
+                    done += 1;
+                }
+                io::Result::Ok(done)
+            })
+        })
+        .collect();
+    let mut streams = 0;
+    for task in tasks {
+        streams += task.await.map_err(io::Error::other)??;
+    }
+    Ok((streams, start.elapsed()))
 }
 
 /// The client's part: one byte there and back (the caller then closes).

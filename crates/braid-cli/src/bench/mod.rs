@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// churn: seconds of open/echo/close per run (the issue's: 10).
     #[arg(long, default_value_t = 0.3)]
     churn_secs: f64,
+    /// churn: client tasks opening streams at the same time (1: one after the other).
+    #[arg(long, default_value_t = 32)]
+    churn_workers: usize,
     /// idle: streams opened per run (the issue's: 100000).
     #[arg(long, default_value_t = 10_000)]
     idle_streams: usize,
@@ -168,6 +171,9 @@ fn validate(args: &BenchArgs) -> io::Result<()> {
     if args.round_trips == 0 {
         return Err(invalid("--round-trips must be >= 1"));
     }
+    if args.churn_workers == 0 {
+        return Err(invalid("--churn-workers must be at least 1"));
+    }
     if !(args.churn_secs > 0.0 && args.churn_secs.is_finite()) {
         return Err(invalid("--churn-secs must be a positive number"));
     }
@@ -258,7 +264,8 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 }
                 Job::Churn(p) => {
                     let secs = Duration::from_secs_f64(args.churn_secs);
-                    runs.churn.push(rt.block_on(churn::measure(p, secs))?);
+                    runs.churn
+                        .push(rt.block_on(churn::measure(p, secs, args.churn_workers))?);
                 }
                 Job::Idle(p) => runs
                     .idle

@@ -107,8 +107,8 @@ pub(super) fn print_tables(rows: &Rows, args: &BenchArgs) {
     }
     if !rows.churn.is_empty() {
         println!(
-            "churn: open, echo 1 byte, close, one at a time for {} s per run (TCP: a connection each), median of {repeat}",
-            args.churn_secs
+            "churn: open, echo 1 byte, close, {} at a time for {} s per run (TCP: a connection each), median of {repeat}",
+            args.churn_workers, args.churn_secs
         );
         println!("{:<8} {:>10} {:>9}", "proto", "streams/s", "% of TCP");
         for r in &rows.churn {
