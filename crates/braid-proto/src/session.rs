@@ -720,6 +720,11 @@ impl Session {
             self.streams.remove(&id.0);
             return;
         }
+        if st.reset.is_none() {
+            // The discarded data's window goes back to the peer's writer, which would
+            // otherwise wait for credit until the close timeout resets the stream.
+            self.give_back_window(id.0);
+        }
         self.forget_if_done(id.0);
         // A released stream that cannot finish (its data waits for credit a peer that
         // forgot the stream will never give, or yamux waits for the peer's FIN) is reset

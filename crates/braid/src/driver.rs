@@ -260,6 +260,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 }
 
+/// A driver dropped before the session ended (its task aborted, its runtime shut down)
+/// ends the session, so that no handle waits for a connection nobody serves any more.
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut wake = Wakeups::default();
+        {
+            let mut sh = self.inner.lock();
+            sh.core.handle_transport_closed(ConnectionError::Transport {
+                kind: std::io::ErrorKind::ConnectionAborted,
+                message: "the session's driver was dropped".into(),
+            });
+            sh.dispatch_events(&mut wake);
+            sh.driver_done = true;
+            sh.wake_everyone(&mut wake);
+        }
+        wake.wake_all();
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
     type Output = Result<(), ConnectionError>;
 

@@ -325,3 +325,34 @@ async fn invalid_config_is_refused_with_the_field_named() {
     let err = Session::client(a, config).unwrap_err();
     assert_eq!(err.field, "max_frame_size");
 }
+
+/// A driver dropped before the session ended (task aborted, runtime shut down) ends the
+/// session: waiting reads fail, `closed` returns and no stream can be opened. (Found by
+/// the soak program.)
+#[tokio::test]
+async fn dropping_an_unfinished_driver_ends_the_session() {
+    let config = Config::new(Protocol::SmuxV2);
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (client, driver) = Session::new(a, config.clone(), Side::Client).unwrap();
+    let task = tokio::spawn(driver);
+    let server = Session::server(b, config).unwrap();
+    let mut c = client.open_stream().await.unwrap();
+    c.write_all(b"hi").await.unwrap();
+    let _s = server.accept_stream().await.unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), c.read(&mut byte))
+        .await
+        .expect("a read on a session whose driver was dropped hangs");
+    assert_eq!(read.unwrap_err().kind(), ErrorKind::ConnectionAborted);
+    let reason = tokio::time::timeout(Duration::from_secs(10), client.closed())
+        .await
+        .expect("Session::closed hangs after the driver was dropped");
+    assert!(
+        matches!(reason, ConnectionError::Transport { .. }),
+        "{reason}"
+    );
+    assert!(client.open_stream().await.is_err());
+}

@@ -240,6 +240,21 @@ impl Session {
         }
     }
 
+    /// yamux: gives the window of data that was discarded (a dropped or reset stream's)
+    /// back at once, so that the peer's writer is not left waiting for credit that
+    /// reading would have returned.
+    pub(super) fn give_back_window(&mut self, stream_id: u32) {
+        let Some(st) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        if let (RecvFlow::Yamux(w), false) = (&st.recv_flow, st.remote_fin) {
+            if w.update_due(0) {
+                st.upd_due = true;
+                self.sched.push_control(&mut st.queued, stream_id);
+            }
+        }
+    }
+
     fn on_data(&mut self, stream_id: u32, data: Bytes) {
         if data.is_empty() {
             return;
@@ -248,14 +263,8 @@ impl Session {
             return;
         };
         if st.released || st.remote_fin || st.reset.is_some() {
-            // Dropped: for smux as Go drops data of streams it does not know. yamux gives
-            // the window back at once, so that the peer's writer is not left stuck.
-            if let (RecvFlow::Yamux(w), false) = (&st.recv_flow, st.remote_fin) {
-                if w.update_due(0) {
-                    st.upd_due = true;
-                    self.sched.push_control(&mut st.queued, stream_id);
-                }
-            }
+            // Dropped: for smux as Go drops data of streams it does not know.
+            self.give_back_window(stream_id);
             return;
         }
         self.budget.spend(data.len());

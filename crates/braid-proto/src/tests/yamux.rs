@@ -525,6 +525,37 @@ fn released_stream_gives_the_window_back_so_the_peer_is_not_stuck() {
 }
 
 #[test]
+fn stream_dropped_with_a_full_window_unread_gives_that_window_back() {
+    let mut p = Pair::new(Config::new(Protocol::Yamux));
+    let id = p.client.open().unwrap();
+    p.drive();
+    let sid = p.accept(Server);
+    // The client fills the server's whole window; nothing of it is read.
+    let window = 256 * 1024;
+    p.write_all(Client, id, &vec![7u8; window]);
+    p.drive();
+    assert_eq!(p.server.stream_stats(sid).unwrap().buffered_recv, window);
+    assert!(
+        matches!(p.client.write(id, b"x"), Ok(1)),
+        "send buffer takes it"
+    );
+    p.drive();
+    assert_eq!(
+        p.client.stream_stats(id).unwrap().buffered_send,
+        1,
+        "no window left"
+    );
+    // Dropping discards the unread window: it must come back without further data.
+    p.server.close_stream(sid);
+    p.drive();
+    assert_eq!(
+        p.client.stream_stats(id).unwrap().buffered_send,
+        0,
+        "the writer got its window back"
+    );
+}
+
+#[test]
 fn open_write_drop_cycles_leave_nothing_behind() {
     let mut p = Pair::new(Config::new(Protocol::Yamux));
     let mut accepted = 0;
