@@ -822,7 +822,15 @@ impl Session {
                 self.budget.refund(st.recv_len);
             }
         }
-        self.streams.retain(|_, st| !st.released);
+        // Released streams go: nothing of theirs will be sent or read any more.
+        let mut unsendable = 0;
+        self.streams.retain(|_, st| {
+            if st.released {
+                unsendable += st.send.len();
+            }
+            !st.released
+        });
+        self.send_buffered -= unsendable;
         if self.is_yamux() && matches!(reason, ConnectionError::Protocol(_)) {
             // Tell the peer why, as Go does; the driver flushes it until the deadline.
             self.go_away_due = Some(yamux::GO_AWAY_PROTOCOL_ERROR);

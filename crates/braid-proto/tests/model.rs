@@ -395,3 +395,70 @@ fn peer_syn_with_our_parity_is_a_protocol_violation() {
         assert_eq!(c.buffered_recv(), 0);
     }
 }
+
+/// Found by `model_yamux` in CI: the session ended (keepalive, after a time jump) while a
+/// released stream still had 12 unsent bytes; the stream was dropped but its bytes stayed
+/// counted in `buffered_send` for good.
+#[test]
+fn model_case_session_end_forgets_released_streams_unsent_data() {
+    use Who::{Client, Server};
+    let setup = Setup {
+        protocol: Protocol::Yamux,
+        budget: 16384,
+        stream_window: 4096,
+        frame: 7,
+        backlog: 3,
+        send_buffer: 262144,
+        idle: None,
+        no_keep_alive: false,
+        names: false,
+        unacked: 4,
+    };
+    let ops = [
+        Op::Open {
+            who: Client,
+            name_len: 0,
+        },
+        Op::Open {
+            who: Server,
+            name_len: 0,
+        },
+        Op::Open {
+            who: Client,
+            name_len: 0,
+        },
+        Op::Open {
+            who: Client,
+            name_len: 0,
+        },
+        Op::Write {
+            who: Server,
+            stream: 0,
+            len: 16384,
+        },
+        Op::Transmit {
+            who: Client,
+            max: 88,
+        },
+        Op::Advance { millis: 43840 },
+        Op::Accept { who: Client },
+        Op::Open {
+            who: Client,
+            name_len: 224,
+        },
+        Op::Write {
+            who: Client,
+            stream: 88,
+            len: 12,
+        },
+        Op::CloseStream {
+            who: Client,
+            stream: 58,
+        },
+        Op::Deliver {
+            who: Client,
+            max: 85904,
+        },
+    ];
+    harness::run_ops(&setup, &ops);
+}

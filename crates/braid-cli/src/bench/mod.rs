@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run client and server on one thread (tokio's current-thread runtime) instead of
+    /// two worker threads: no task hops between cores, which is what latency shows most.
+    #[arg(long)]
+    current_thread: bool,
     /// Internal: measure one idle run in this process and print its RSS as JSON.
     #[arg(long, hide = true)]
     idle_child: Option<Proto>,
@@ -218,10 +222,16 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     if let Some(proto) = args.idle_child {
         return idle::child(proto, args.idle_streams);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
     let mut targets = vec![Proto::Tcp];
     targets.extend(args.proto.iter().copied().filter(|p| *p != Proto::Tcp));
     let mut workloads: Vec<Workload> = Vec::new();

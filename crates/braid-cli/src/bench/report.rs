@@ -38,6 +38,14 @@ pub(super) fn print_json(rows: &Rows) {
 pub(super) fn print_tables(rows: &Rows, args: &BenchArgs) {
     let repeat = args.repeat;
     let mut summary = Vec::new();
+    println!(
+        "runtime: tokio {}, client and server in this process",
+        if args.current_thread {
+            "current-thread (one thread)"
+        } else {
+            "multi-thread, 2 workers"
+        }
+    );
     if !rows.bulk.is_empty() {
         println!(
             "bulk: {} MB per run in {} KiB writes, loopback TCP, median of {repeat}",
