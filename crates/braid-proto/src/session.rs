@@ -313,6 +313,12 @@ impl Session {
         }
     }
 
+    /// The capacity of a stream's send buffer (tests: drained buffers are given back).
+    #[cfg(test)]
+    pub(crate) fn send_capacity(&self, id: StreamId) -> Option<usize> {
+        self.streams.get(&id.0).map(|st| st.send.capacity())
+    }
+
     /// How many more bytes the frame at the front of `buf` (input not yet taken by
     /// [`Session::handle_input`]) needs before it is whole: 0 when `buf` is empty or starts
     /// with a whole frame. Drivers use it to read a frame's rest into the same buffer

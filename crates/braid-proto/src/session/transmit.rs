@@ -334,6 +334,12 @@ fn send_data_frame(
         return (0, false);
     }
     let payload = st.send.split_to(n).freeze();
+    if st.send.is_empty() {
+        // Give the buffer back (once the frames are written): the send budget bounds the
+        // bytes buffered, not the allocations, and 1000 streams each keeping a drained
+        // 256 KiB buffer held 280 MiB (BENCHMARKS.md).
+        st.send = BytesMut::new();
+    }
     em.data(id, payload);
     st.send_flow.on_sent(n);
     st.sent_bytes += n as u64;
