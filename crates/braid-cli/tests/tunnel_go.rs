@@ -23,17 +23,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use interop::GoPeer;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 /// Concurrent echo connections per run.
 const ECHO_CONNS: usize = 50;
@@ -47,91 +42,29 @@ const HTTP_REQUESTS: usize = 2;
 
 /// A running `braid-peer -mode tunnel-client|tunnel-server`, killed on drop.
 struct GoTunnel {
-    child: Child,
+    go: GoPeer,
     /// What it listens on: local connections (tunnel-client) or carriers (tunnel-server).
     addr: SocketAddr,
-    events: mpsc::UnboundedReceiver<Value>,
-    seen: Vec<Value>,
-    stderr: Arc<Mutex<String>>,
-    command: String,
+}
+
+/// Its events and diagnostics are the Go peer's.
+impl std::ops::Deref for GoTunnel {
+    type Target = GoPeer;
+    fn deref(&self) -> &GoPeer {
+        &self.go
+    }
 }
 
 impl GoTunnel {
     /// Starts the Go peer with `args` and waits for its `listening` line.
     async fn start(peer: &Path, args: &[&str]) -> GoTunnel {
-        let command = format!("{} {}", peer.display(), args.join(" "));
-        let mut child = Command::new(peer)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {command}: {e}"));
-        let (tx, events) = mpsc::unbounded_channel();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let event = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    serde_json::json!({"event": "unparsable", "line": line, "error": e.to_string()})
-                });
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().unwrap().push_str(&text);
-            }
-        });
-        let mut go = GoTunnel {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            events,
-            seen: Vec::new(),
-            stderr,
-            command,
-        };
-        let listening = go.next_event().await;
-        assert_eq!(
-            listening["event"],
-            "listening",
-            "first line{}",
-            go.diagnostics()
-        );
-        go.addr = listening["addr"]
+        let mut go = GoPeer::spawn(peer, args.iter().map(|a| a.to_string()).collect());
+        let listening = go.expect("listening").await;
+        let addr = listening["addr"]
             .as_str()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("bad listening address{}", go.diagnostics()));
-        go
-    }
-
-    /// What to print when the Go side misbehaves.
-    fn diagnostics(&self) -> String {
-        format!(
-            "\n  command: {}\n  events: {:?}\n  stderr: {}",
-            self.command,
-            self.seen,
-            self.stderr.lock().unwrap()
-        )
-    }
-
-    /// The next event; an `error` event, or the end of the output, fails the test.
-    async fn next_event(&mut self) -> Value {
-        let Some(event) = self.events.recv().await else {
-            panic!("the Go tunnel's output ended{}", self.diagnostics());
-        };
-        self.seen.push(event.clone());
-        if event["event"] == "error" || event["event"] == "unparsable" {
-            panic!("the Go tunnel failed{}", self.diagnostics());
-        }
-        event
+        GoTunnel { go, addr }
     }
 
     /// Waits for `n` `forwarded` events and returns their `(to_stream, from_stream)`
@@ -139,7 +72,7 @@ impl GoTunnel {
     async fn forwarded(&mut self, n: usize) -> Vec<(u64, u64)> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let event = self.next_event().await;
+            let event = self.go.next_event().await;
             match event["event"].as_str() {
                 Some("forwarded") => {
                     let count = |k: &str| event[k].as_u64().expect("a byte count");
@@ -147,7 +80,7 @@ impl GoTunnel {
                 }
                 Some("dial_failed") => panic!(
                     "the Go tunnel-server could not reach the target{}",
-                    self.diagnostics()
+                    self.go.diagnostics()
                 ),
                 _ => {}
             }
@@ -156,33 +89,21 @@ impl GoTunnel {
         out
     }
 
-    /// The events named `name` seen so far.
-    fn count(&self, name: &str) -> usize {
-        self.seen.iter().filter(|e| e["event"] == name).count()
-    }
-
     /// Waits until `n` sessions have ended (`session_end`) in all.
     async fn sessions_end(&mut self, n: usize) {
-        while self.count("session_end") < n {
-            self.next_event().await;
+        while self.go.count("session_end") < n {
+            self.go.next_event().await;
         }
     }
 
     /// The tunnel-client exits successfully, after `session_end`, once braid's server
     /// has closed the session.
     async fn exits_after_session_end(mut self) {
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the Go tunnel-client did not exit{}", self.diagnostics()))
-            .unwrap();
-        // Its output ends with it: collect the rest.
-        while let Some(event) = self.events.recv().await {
-            self.seen.push(event);
-        }
+        let status = self.go.wait_exit().await;
         assert!(
-            status.success() && self.count("session_end") == 1,
+            status.success() && self.go.count("session_end") == 1,
             "the Go tunnel-client ended with {status}{}",
-            self.diagnostics()
+            self.go.diagnostics()
         );
     }
 }

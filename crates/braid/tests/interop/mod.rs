@@ -227,7 +227,9 @@ pub async fn connect(
 }
 
 impl GoPeer {
-    fn spawn(path: &Path, args: Vec<String>) -> GoPeer {
+    /// Starts the Go peer program at `path` with `args`, collecting its JSON-line events
+    /// and its stderr; it is killed on drop.
+    pub fn spawn(path: &Path, args: Vec<String>) -> GoPeer {
         let command = format!("{} {}", path.display(), args.join(" "));
         let mut child = Command::new(path)
             .args(&args)
@@ -323,19 +325,33 @@ impl GoPeer {
 
     /// The Go peer exits once braid has closed the connection; it must exit successfully.
     pub async fn exited_ok(mut self) {
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the Go peer did not exit{}", self.diagnostics()))
-            .unwrap();
-        // Anything it printed after "done" is worth seeing too.
-        while let Ok(event) = self.events.try_recv() {
-            self.seen.push(event);
-        }
+        let status = self.wait_exit().await;
         assert!(
             status.success(),
             "the Go peer exited with {status}{}",
             self.diagnostics()
         );
+    }
+
+    /// Waits (at most 10 s) for the Go peer to exit and its output to end; everything it
+    /// printed is added to [`GoPeer::seen`].
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let rest = async {
+            let status = self.child.wait().await.unwrap();
+            while let Some(event) = self.events.recv().await {
+                self.seen.push(event);
+            }
+            status
+        };
+        match tokio::time::timeout(Duration::from_secs(10), rest).await {
+            Ok(status) => status,
+            Err(_) => panic!("the Go peer did not exit{}", self.diagnostics()),
+        }
+    }
+
+    /// How many events named `name` were seen so far.
+    pub fn count(&self, name: &str) -> usize {
+        self.seen.iter().filter(|e| e["event"] == name).count()
     }
 
     /// Every event until the Go peer's output ends (an `error` event does not fail the
