@@ -199,7 +199,9 @@ impl Pins {
             entry.1 += 1;
             return Some(id);
         }
-        if self.bytes + size > self.limit {
+        // Two buffers of slack: a bulk transfer into a slow reader pins about its unread
+        // bytes rounded up to whole buffers, and must not be copied for that.
+        if self.bytes + size > self.limit + 2 * size {
             return None;
         }
         self.bytes += size;
