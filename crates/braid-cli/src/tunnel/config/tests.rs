@@ -46,7 +46,9 @@ fn defaults() {
         .unwrap();
     assert_eq!(s.config.protocol, Protocol::Auto);
     assert_eq!(s.grace, DEFAULT_GRACE);
-    assert!(s.tls.is_none() && s.stats.is_none());
+    assert!(matches!(s.auth, ServerAuth::None) && s.stats.is_none());
+    assert_eq!(s.limits, Limits::default());
+    assert_eq!(s.config.idle_timeout, Limits::default().idle_timeout);
     let c = client(&["--listen", "127.0.0.1:0", "--server", "[::1]:7000"])
         .resolve()
         .unwrap();
@@ -158,11 +160,11 @@ fn config_file_keys_are_the_flag_names_and_flags_win() {
     assert_eq!(c.connect_timeout, Duration::from_secs(3));
     assert_eq!(c.stats, Some(Duration::from_secs(60)));
     assert_eq!(c.grace, Duration::from_secs(2));
-    assert!(c.tls.is_some() && c.wait_for_server);
+    assert!(matches!(c.auth, ClientAuth::Tls(_)) && c.wait_for_server);
     // Every flag is a key of the file (the file above names them all).
     let text = std::fs::read_to_string(&path).unwrap();
     for key in keys::<ClientArgs>() {
-        if !["tls-ca"].contains(&key.as_str()) {
+        if !["tls-ca", "tls-cert", "tls-key", "psk-file"].contains(&key.as_str()) {
             assert!(text.contains(&format!("{key} =")), "key {key} untested");
         }
     }
