@@ -7,10 +7,10 @@ use super::tls::{self, ClientTls};
 use super::Error;
 use braid::{Config, Session, Side};
 use std::io;
-use tokio::io::{AsyncRead, AsyncWrite};
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 

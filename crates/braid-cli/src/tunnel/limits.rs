@@ -345,7 +345,9 @@ mod tests {
     #[tokio::test]
     async fn detection_puts_the_first_byte_back() {
         let (mut a, b) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut a, &[2, 9, 9]).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[2, 9, 9])
+            .await
+            .unwrap();
         let (p, mut io) = detect(b, Duration::from_secs(5)).await.unwrap();
         assert_eq!(p, Protocol::SmuxV2);
         let mut got = [0u8; 3];
@@ -353,7 +355,9 @@ mod tests {
         assert_eq!(got, [2, 9, 9]);
 
         let (mut a, b) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut a, b"GET /").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut a, b"GET /")
+            .await
+            .unwrap();
         let err = detect(b, Duration::from_secs(5)).await.err().unwrap();
         assert_eq!(err, "not a smux or yamux client (first byte 0x47)");
     }

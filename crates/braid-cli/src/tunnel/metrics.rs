@@ -53,11 +53,7 @@ impl Default for Metrics {
             bytes: Arc::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "sessions",
-            "Carrier sessions open now",
-            m.sessions.clone(),
-        );
+        registry.register("sessions", "Carrier sessions open now", m.sessions.clone());
         registry.register(
             "sessions_started",
             "Carrier sessions started (handshake and protocol detection done)",

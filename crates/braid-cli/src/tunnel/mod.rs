@@ -42,10 +42,10 @@ mod units;
 
 pub use auth::{ClientAuth, ServerAuth};
 pub use client::Client;
+pub use config::{ClientArgs, ClientSettings, Proto, ServerArgs, ServerSettings, Tuning};
 pub use limits::{LimitArgs, Limits};
 pub use metrics::Metrics;
 pub use noise::{NoiseStream, Psk};
-pub use config::{ClientArgs, ClientSettings, Proto, ServerArgs, ServerSettings, Tuning};
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use tls::ClientTls;

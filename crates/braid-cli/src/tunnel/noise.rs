@@ -82,9 +82,7 @@ impl Psk {
 
 fn builder(psk: &Psk) -> snow::Builder<'_> {
     let params = PARAMS.parse().expect("a valid Noise protocol name");
-    snow::Builder::new(params)
-        .psk(0, &psk.0)
-        .prologue(PROLOGUE)
+    snow::Builder::new(params).psk(0, &psk.0).prologue(PROLOGUE)
 }
 
 fn refused(msg: impl Into<String>) -> io::Error {

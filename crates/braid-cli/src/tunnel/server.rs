@@ -8,6 +8,7 @@ use super::stats::Stats;
 use super::{accept_until, bind_listener, drain, io_reason, Error, ServerSettings, CLOSE_BOUND};
 use braid::{ConnectionError, Protocol, Session, Stream};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -51,9 +52,11 @@ impl Server {
     pub async fn bind(settings: ServerSettings) -> Result<Server, Error> {
         let listener = bind_listener(&settings.listen).await?;
         let metrics_listener = match &settings.metrics {
-            Some(addr) => Some(bind_listener(addr).await.map_err(|e| {
-                Error::Runtime(format!("{e} (--metrics)"))
-            })?),
+            Some(addr) => Some(
+                bind_listener(addr)
+                    .await
+                    .map_err(|e| Error::Runtime(format!("{e} (--metrics)")))?,
+            ),
             None => None,
         };
         Ok(Server {
@@ -67,7 +70,9 @@ impl Server {
 
     /// The address metrics are served on, with `--metrics`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The metrics.
@@ -167,14 +172,19 @@ async fn serve_connection(
     ctx: Arc<Ctx>,
     _permit: OwnedSemaphorePermit,
 ) {
+    // A second descriptor keeps the socket open until a failure is counted and logged,
+    // so that whoever sees the connection close also sees it in the metrics.
+    let hold = tcp.as_fd().try_clone_to_owned().ok();
     let (session, proto) = match start_session(tcp, &ctx).await {
         Ok(started) => started,
         Err(e) => {
             ctx.metrics.handshake_failure();
             warn!(%peer, "connection refused: {e}");
+            drop(hold);
             return;
         }
     };
+    drop(hold);
     let _gauge = ctx.stats.session();
     let _counted = ctx.metrics.session(proto, &session);
     if ctx.settings.config.protocol == Protocol::Auto {
