@@ -228,6 +228,14 @@ async fn errors_are_one_line_with_exit_codes() {
                 "braid: --listen is required (as a flag or in --config)",
             ),
             (
+                &["server", "--listen", "0.0.0.0:0", "--target", "h:1"],
+                2,
+                "braid: refusing to listen on 0.0.0.0:0 unauthenticated (no authentication is \
+                 configured): anyone who can reach it could use the target. Add --psk-file FILE \
+                 (on both ends), or --tls-client-ca PEM (mutual TLS), or --no-auth if the \
+                 network is trusted",
+            ),
+            (
                 &[
                     "client",
                     "--listen",
