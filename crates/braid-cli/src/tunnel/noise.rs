@@ -89,9 +89,15 @@ fn refused(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, msg.into())
 }
 
-/// Reads one length-prefixed handshake message (exactly, so that nothing after it is
-/// consumed). `eof` is the error for a connection closed before it.
-async fn read_msg<T: AsyncRead + Unpin>(io: &mut T, eof: &str) -> io::Result<Vec<u8>> {
+/// Length of the handshake messages `e` (32-byte key, tag of the empty payload).
+const E_LEN: usize = 32 + TAG;
+/// Length of the key confirmation.
+const CONFIRM_LEN: usize = CONFIRM.len() + TAG;
+
+/// Reads one length-prefixed handshake message of `want` bytes (exactly, so that
+/// nothing after it is consumed); any other length is refused before reading on.
+/// `eof` is the error for a connection closed before it.
+async fn read_msg<T: AsyncRead + Unpin>(io: &mut T, want: usize, eof: &str) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     let map_eof = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof => refused(eof),
@@ -99,6 +105,11 @@ async fn read_msg<T: AsyncRead + Unpin>(io: &mut T, eof: &str) -> io::Result<Vec
     };
     io.read_exact(&mut len).await.map_err(map_eof)?;
     let len = usize::from(u16::from_be_bytes(len));
+    if len != want {
+        return Err(refused(format!(
+            "not a braid pre-shared key peer (a handshake message of {len} bytes, expected {want})"
+        )));
+    }
     let mut msg = vec![0u8; len];
     io.read_exact(&mut msg).await.map_err(map_eof)?;
     Ok(msg)
@@ -124,6 +135,7 @@ pub async fn client<T: AsyncRead + AsyncWrite + Unpin>(
     write_msg(&mut io, &buf[..n]).await?;
     let reply = read_msg(
         &mut io,
+        E_LEN,
         "the server closed the connection during the pre-shared key handshake: \
          wrong --psk-file, or the server does not use --psk-file",
     )
@@ -148,7 +160,7 @@ pub async fn server<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> io::Result<NoiseStream<T>> {
     let mut hs = builder(psk).build_responder().map_err(io::Error::other)?;
     let mut buf = vec![0u8; MAX_MSG];
-    let hello = read_msg(&mut io, "closed before the pre-shared key handshake").await?;
+    let hello = read_msg(&mut io, E_LEN, "closed before the pre-shared key handshake").await?;
     hs.read_message(&hello, &mut buf).map_err(|_| {
         refused("pre-shared key handshake failed: wrong key, or not a braid --psk-file client")
     })?;
@@ -157,6 +169,7 @@ pub async fn server<T: AsyncRead + AsyncWrite + Unpin>(
     let mut noise = hs.into_transport_mode().map_err(io::Error::other)?;
     let confirm = read_msg(
         &mut io,
+        CONFIRM_LEN,
         "closed during the pre-shared key handshake (a client with the wrong key?)",
     )
     .await?;
