@@ -309,7 +309,7 @@ pub fn session_input(data: &[u8]) {
         out.take(&mut s, now);
         check_budget(&s);
     }
-    s.handle_transport_closed(ConnectionError::TransportClosed);
+    s.handle_transport_closed(now, ConnectionError::TransportClosed);
     assert!(s.is_closed());
     out.take(&mut s, now);
     for id in held {
@@ -1117,7 +1117,7 @@ impl Model {
         // The driver reports end of file once everything received has been taken in.
         if peer_closed && wire.in_flight.is_empty() && !wire.eof_told && session.wants_read() {
             wire.eof_told = true;
-            session.handle_transport_closed(ConnectionError::TransportClosed);
+            session.handle_transport_closed(now, ConnectionError::TransportClosed);
         }
         moved_bytes || consumed
     }

@@ -128,8 +128,21 @@ pub struct Config {
     /// Bytes all streams together may have waiting to be framed. Default: 4 MiB.
     pub max_send_buffer: usize,
     /// How long [`Session::close`](crate::Session::close) waits to flush buffered data
-    /// and FINs before giving up. Default: 10 s.
+    /// and FINs before giving up; also bounds the driver's last flush and shutdown of the
+    /// connection (a TLS close_notify to a peer that stopped reading) after the session
+    /// ended for any other reason. Default: 10 s.
     pub close_timeout: Duration,
+    /// [`Protocol::Auto`]: the session ends with
+    /// [`ConnectionError::DetectTimeout`](crate::ConnectionError::DetectTimeout) when the
+    /// client has sent nothing for this long, so that silent connections cannot be held
+    /// forever. A Go yamux client that opens no stream sends its first byte with its
+    /// first keepalive (30 s): serve such clients with an explicit protocol or a longer
+    /// timeout. braid clients send a keepalive as soon as they start. Default: 10 s.
+    pub detect_timeout: Duration,
+    /// Whether the application accepts inbound streams. When false, streams the peer
+    /// opens are refused at once (yamux RST, smux FIN: smux has no refusal) instead of
+    /// waiting in the accept queue, where nobody would take them. Default: true.
+    pub accept_streams: bool,
 }
 
 impl Default for Config {
@@ -155,6 +168,8 @@ impl Default for Config {
             stream_send_buffer: 256 * 1024,
             max_send_buffer: 4 * 1024 * 1024,
             close_timeout: Duration::from_secs(10),
+            detect_timeout: Duration::from_secs(10),
+            accept_streams: true,
         }
     }
 }
@@ -313,6 +328,8 @@ impl Config {
             stream_send_buffer,
             max_send_buffer,
             close_timeout,
+            detect_timeout,
+            accept_streams,
         );
         // Values `protocol` rejects take its default: the field validation names, or,
         // when that one has its default already, the field it is checked against.
@@ -367,6 +384,7 @@ impl Config {
             stream_send_buffer,
             max_send_buffer,
             close_timeout,
+            detect_timeout,
         )
     }
 
@@ -406,6 +424,7 @@ impl Config {
             ("keep_alive_interval", self.keep_alive_interval),
             ("keep_alive_timeout", self.keep_alive_timeout),
             ("close_timeout", self.close_timeout),
+            ("detect_timeout", self.detect_timeout),
         ] {
             check(value <= MAX_DURATION, field, value, "<= 365 days")?;
         }

@@ -74,6 +74,10 @@ pub enum ConnectionError {
     /// The local application closed the session.
     #[error("session closed locally")]
     LocallyClosed,
+    /// [`Protocol::Auto`](crate::Protocol::Auto): the client sent nothing within
+    /// `Config::detect_timeout`, so its protocol could not be detected.
+    #[error("no protocol detected: the client sent nothing for {0:?}")]
+    DetectTimeout(Duration),
     /// The peer closed the connection (end of file on the transport).
     #[error("connection closed by the peer")]
     TransportClosed,
@@ -120,7 +124,9 @@ impl ConnectionError {
         match self {
             ConnectionError::Protocol(_) => io::ErrorKind::InvalidData,
             ConnectionError::GoAway(_) => io::ErrorKind::ConnectionReset,
-            ConnectionError::KeepAliveTimeout(_) => io::ErrorKind::TimedOut,
+            ConnectionError::KeepAliveTimeout(_) | ConnectionError::DetectTimeout(_) => {
+                io::ErrorKind::TimedOut
+            }
             ConnectionError::LocallyClosed => io::ErrorKind::BrokenPipe,
             ConnectionError::TransportClosed => io::ErrorKind::ConnectionAborted,
             ConnectionError::Transport { kind, .. } => *kind,

@@ -80,6 +80,7 @@ pub mod config;
 pub mod error;
 mod flow;
 pub mod frame;
+mod recv_buf;
 mod sched;
 mod session;
 mod stream;

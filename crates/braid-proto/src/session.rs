@@ -18,10 +18,11 @@ use crate::error::{
 };
 use crate::flow::{ReceiveBudget, WindowTuner};
 use crate::frame::{smux, yamux};
+use crate::recv_buf::Pins;
 use crate::sched::Scheduler;
 use crate::stream::{Fin, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Something the application or its driver should react to.
@@ -113,19 +114,31 @@ pub struct Session {
     accept_queue: VecDeque<u32>,
     accept_waiting: bool,
     budget: ReceiveBudget,
+    /// Read buffers that received payloads keep alive.
+    pins: Pins,
     /// Bytes in all streams' send buffers.
     send_buffered: usize,
-    /// Streams whose writes were refused because `max_send_buffer` was reached.
-    send_waiters: Vec<u32>,
+    /// Streams whose writes were refused because `max_send_buffer` was reached: a set,
+    /// pruned of gone streams as it grows, so that neither repeated refusals nor churn
+    /// grow it past the streams that exist.
+    send_waiters: BTreeSet<u32>,
     sched: Scheduler,
     keep_alive: Option<timers::KeepAlive>,
     /// Per-stream deadlines (yamux open and close timeouts), checked lazily.
     stream_timers: BinaryHeap<timers::StreamTimer>,
+    /// Serial number of the last stream registered (see `StreamState::serial`).
+    next_serial: u64,
+    /// `stream_timers` is pruned of gone streams' timers when it reaches this length.
+    timers_prune_at: usize,
     events: VecDeque<Event>,
     /// Arena that frame headers (and small payloads) are written into.
     headers: BytesMut,
-    /// Set by [`Session::close`], or when the session fails with a frame still to send.
+    /// When the last flush and shutdown of the connection must be over: set by
+    /// [`Session::close`], and when the session ends for any other reason.
     close_deadline: Option<Instant>,
+    /// [`Protocol::Auto`](crate::Protocol::Auto): the session ends if the client has not
+    /// spoken by then.
+    detect_deadline: Option<Instant>,
 
     // yamux only.
     /// Our outbound streams whose SYN is not acknowledged yet.
@@ -138,10 +151,12 @@ pub struct Session {
     remote_go_away: bool,
     /// A GoAway to send, with its code.
     go_away_due: Option<u32>,
-    /// RSTs for streams we refused and do not keep.
+    /// Streams we refused and do not keep: yamux RST, smux FIN.
     refused: VecDeque<u32>,
-    /// Our pings awaiting a reply: (value, when sent). The keepalive's is among them.
+    /// The application's pings awaiting a reply: (value, when sent).
     pings: VecDeque<(u32, Instant)>,
+    /// The session's own pings (keepalive, window tuning) awaiting a reply.
+    internal_pings: VecDeque<(u32, Instant)>,
     next_ping_value: u32,
     /// Pings to send, and replies owed to the peer.
     pings_due: VecDeque<u32>,
@@ -199,6 +214,8 @@ pub struct StreamStats {
 const MAX_QUEUED_REPLIES: usize = 1024;
 /// Outstanding [`Session::ping`]s.
 const MAX_PINGS: usize = 64;
+/// Outstanding pings of the session's own; the oldest is forgotten beyond this.
+const MAX_INTERNAL_PINGS: usize = 8;
 
 impl Session {
     /// A new session. `config` must be valid (see [`Config::validate`]).
@@ -227,7 +244,11 @@ impl Session {
             // Nothing is sent before the protocol is known.
             keep_alive: match wire {
                 Wire::Detect => None,
-                _ => timers::KeepAlive::new(&config, now),
+                _ => timers::KeepAlive::new(&config, side, now),
+            },
+            detect_deadline: match wire {
+                Wire::Detect => Some(now + config.detect_timeout),
+                _ => None,
             },
             wire,
             side,
@@ -238,10 +259,13 @@ impl Session {
             accept_queue: VecDeque::new(),
             accept_waiting: true,
             budget: ReceiveBudget::new(config.max_receive_buffer),
+            pins: Pins::new(config.max_receive_buffer),
             send_buffered: 0,
-            send_waiters: Vec::new(),
+            send_waiters: BTreeSet::new(),
             sched: Scheduler::default(),
             stream_timers: BinaryHeap::new(),
+            next_serial: 0,
+            timers_prune_at: 64,
             events: VecDeque::new(),
             headers: BytesMut::new(),
             close_deadline: None,
@@ -252,6 +276,7 @@ impl Session {
             go_away_due: None,
             refused: VecDeque::new(),
             pings: VecDeque::new(),
+            internal_pings: VecDeque::new(),
             next_ping_value: 0,
             pings_due: VecDeque::new(),
             pongs_due: VecDeque::new(),
@@ -269,7 +294,7 @@ impl Session {
                 self.config.auto_window_max,
                 self.config.max_receive_buffer,
             );
-            tuner.probe = Some(self.queue_ping(now));
+            tuner.probe = Some(self.queue_ping(now, true));
             self.tuner = Some(tuner);
         }
     }
@@ -345,6 +370,23 @@ impl Session {
         len.unwrap_or(header).saturating_sub(buf.len())
     }
 
+    /// Announces that the bytes given to [`Session::handle_input`] from now on come from
+    /// a new read buffer of `size` bytes (its allocation). Large payloads are handed to
+    /// streams as slices of that buffer, which keeps all of it allocated until they are
+    /// read; with announcements the session counts those buffers and copies payloads
+    /// instead once they would add up to more than `max_receive_buffer`. A driver that
+    /// never announces its buffers gets slices always.
+    ///
+    /// ```
+    /// use braid_proto::{Config, Protocol, Session, Side};
+    /// let mut session = Session::new(Config::new(Protocol::Yamux), Side::Server, std::time::Instant::now());
+    /// let mut input = bytes::BytesMut::with_capacity(256 * 1024);
+    /// session.note_input_buffer(input.capacity());
+    /// ```
+    pub fn note_input_buffer(&mut self, size: usize) {
+        self.pins.new_buffer(size);
+    }
+
     /// False while the session must not read more frames: the receive budget is spent
     /// (the application has `max_receive_buffer` bytes unread), the smux accept queue is
     /// full, or the session has ended. Bytes already given to [`Session::handle_input`]
@@ -390,7 +432,7 @@ impl Session {
         Some(StreamStats {
             bytes_sent: st.sent_bytes,
             bytes_received: st.received_bytes,
-            buffered_recv: st.recv_len,
+            buffered_recv: st.recv_len(),
             buffered_send: st.send.len(),
             send_window: match st.send_flow {
                 SendFlow::Unlimited => None,
@@ -431,7 +473,8 @@ impl Session {
 
     /// Records that the transport failed or reached end of file. The session ends with
     /// `reason`; data already buffered in streams stays readable.
-    pub fn handle_transport_closed(&mut self, reason: ConnectionError) {
+    pub fn handle_transport_closed(&mut self, now: Instant, reason: ConnectionError) {
+        self.now = self.now.max(now);
         if !self.is_closed() {
             self.fail(reason);
         }
@@ -503,6 +546,8 @@ impl Session {
     /// timer.
     fn insert_stream(&mut self, id: u32, ours: bool, name: Bytes) -> &mut StreamState {
         let mut st = StreamState::new(&self.config, ours, self.now, name);
+        self.next_serial += 1;
+        st.serial = self.next_serial;
         if ours {
             self.sched.push_control(&mut st.queued, id);
         }
@@ -554,6 +599,10 @@ impl Session {
             self.accept_waiting = true;
             return None;
         };
+        if let Some(st) = self.streams.get(&id) {
+            // The name was charged to the budget while the stream waited.
+            self.budget.refund(st.name.len());
+        }
         if self.is_yamux() {
             if let Some(st) = self.streams.get_mut(&id) {
                 st.ack_due = true;
@@ -595,19 +644,25 @@ impl Session {
         }
         let stream_room = stream_cap.saturating_sub(st.send.len());
         let n = data.len().min(stream_room).min(session_room);
+        let wait_for_session = n < data.len() && session_room < stream_room;
         if n < data.len() {
-            if session_room < stream_room && !st.write_waiting {
-                self.send_waiters.push(id.0);
-            }
             st.write_waiting = true;
         }
-        if n == 0 {
-            return Err(WriteError::Blocked);
+        if n > 0 {
+            st.send.extend_from_slice(&data[..n]);
+            self.send_buffered += n;
+            self.sched.push_data(&mut st.queued, id.0);
         }
-        st.send.extend_from_slice(&data[..n]);
-        self.send_buffered += n;
-        self.sched.push_data(&mut st.queued, id.0);
-        Ok(n)
+        if wait_for_session && self.send_waiters.insert(id.0) {
+            let live = &self.streams;
+            if self.send_waiters.len() > 2 * live.len() {
+                self.send_waiters.retain(|id| live.contains_key(id));
+            }
+        }
+        match n {
+            0 => Err(WriteError::Blocked),
+            n => Ok(n),
+        }
     }
 
     /// Copies buffered data into `buf`. `Ok(0)` is end of stream (the peer's FIN, after
@@ -616,8 +671,8 @@ impl Session {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.read_with(id, |st| {
-            let n = st.read_into(buf);
+        self.read_with(id, |st, pins| {
+            let n = st.recv.read_into(buf, pins);
             (n, n)
         })
         .map(|(n, _)| n)
@@ -625,8 +680,8 @@ impl Session {
 
     /// Takes up to `max` buffered bytes without copying. `Ok(None)` is end of stream.
     pub fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
-        let (n, chunk) = self.read_with(id, |st| {
-            let chunk = st.read_chunk(max.max(1));
+        let (n, chunk) = self.read_with(id, |st, pins| {
+            let chunk = st.recv.read_chunk(max.max(1), pins);
             (chunk.as_ref().map_or(0, |c| c.len()), chunk)
         })?;
         Ok((n > 0).then_some(chunk).flatten())
@@ -636,7 +691,7 @@ impl Session {
     fn read_with<T>(
         &mut self,
         id: StreamId,
-        take: impl FnOnce(&mut StreamState) -> (usize, T),
+        take: impl FnOnce(&mut StreamState, &mut Pins) -> (usize, T),
     ) -> Result<(usize, T), ReadError> {
         let window = self.config.max_stream_buffer;
         let closed = self.closed_error();
@@ -647,9 +702,9 @@ impl Session {
         if let Some(reason) = st.reset {
             return Err(ReadError::Reset(id, reason));
         }
-        if st.recv_len == 0 {
+        if st.recv_len() == 0 {
             if st.remote_fin {
-                return Ok((0, take(st).1));
+                return Ok((0, take(st, &mut self.pins).1));
             }
             if let Some(e) = closed {
                 return Err(ReadError::SessionClosed(e));
@@ -657,9 +712,9 @@ impl Session {
             st.read_waiting = true;
             return Err(ReadError::Blocked);
         }
-        let (n, out) = take(st);
+        let (n, out) = take(st, &mut self.pins);
         // After the peer's FIN no more data comes: a window update would be noise.
-        if closed.is_none() && !st.remote_fin && st.recv_flow.on_read(n, window, st.recv_len) {
+        if closed.is_none() && !st.remote_fin && st.recv_flow.on_read(n, window, st.recv_len()) {
             st.upd_due = true;
             self.sched.push_control(&mut st.queued, id.0);
         }
@@ -718,7 +773,7 @@ impl Session {
             return;
         };
         st.released = true;
-        let dropped = st.discard_recv();
+        let dropped = st.recv.clear(&mut self.pins);
         self.budget.refund(dropped);
         if closed {
             // Nothing will be sent any more: nothing is left to do for this stream.
@@ -770,16 +825,29 @@ impl Session {
         if !self.is_yamux() || self.is_closed() || self.pings.len() >= MAX_PINGS {
             return None;
         }
-        Some(self.queue_ping(now))
+        Some(self.queue_ping(now, false))
     }
 
-    fn queue_ping(&mut self, now: Instant) -> u32 {
+    /// Forgets the application's ping `id` (its caller stopped waiting): it no longer
+    /// counts against the pings that may be outstanding, and its reply is ignored.
+    pub fn forget_ping(&mut self, id: u32) {
+        self.pings.retain(|(v, _)| *v != id);
+    }
+
+    /// Queues a ping. The application's pings (at most [`MAX_PINGS`], refused beyond) and
+    /// the session's own (keepalive, window tuning) are kept apart, so that the session's
+    /// never push out one the application waits for.
+    fn queue_ping(&mut self, now: Instant, internal: bool) -> u32 {
         let value = self.next_ping_value;
         self.next_ping_value = self.next_ping_value.wrapping_add(1);
-        if self.pings.len() >= MAX_PINGS {
-            self.pings.pop_front(); // its reply, if it ever comes, is ignored
+        let list = match internal {
+            true => &mut self.internal_pings,
+            false => &mut self.pings,
+        };
+        if internal && list.len() >= MAX_INTERNAL_PINGS {
+            list.pop_front(); // its reply, if it ever comes, is ignored
         }
-        self.pings.push_back((value, now));
+        list.push_back((value, now));
         self.pings_due.push_back(value);
         value
     }
@@ -800,8 +868,8 @@ impl Session {
         for id in std::mem::take(&mut self.accept_queue) {
             if let Some(st) = self.streams.get_mut(&id) {
                 st.released = true;
-                let dropped = st.discard_recv();
-                self.budget.refund(dropped);
+                let dropped = st.recv.clear(&mut self.pins);
+                self.budget.refund(dropped + st.name.len());
             }
         }
         let ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -824,8 +892,9 @@ impl Session {
             return;
         }
         for id in self.accept_queue.drain(..) {
-            if let Some(st) = self.streams.remove(&id) {
-                self.budget.refund(st.recv_len);
+            if let Some(mut st) = self.streams.remove(&id) {
+                let dropped = st.recv.clear(&mut self.pins);
+                self.budget.refund(dropped + st.name.len());
             }
         }
         // Released streams go: nothing of theirs will be sent or read any more.
@@ -840,9 +909,10 @@ impl Session {
         if self.is_yamux() && matches!(reason, ConnectionError::Protocol(_)) {
             // Tell the peer why, as Go does; the driver flushes it until the deadline.
             self.go_away_due = Some(yamux::GO_AWAY_PROTOCOL_ERROR);
-            self.close_deadline
-                .get_or_insert(self.now + self.config.close_timeout);
         }
+        // However the session ended, the driver's last flush and shutdown are bounded.
+        self.close_deadline
+            .get_or_insert(self.now + self.config.close_timeout);
         for (id, st) in self.streams.iter_mut() {
             if !st.ended {
                 st.ended = true;
@@ -904,7 +974,7 @@ impl Session {
         st.reset = Some(reason);
         self.send_buffered -= st.send.len();
         st.send.clear();
-        let dropped = st.discard_recv();
+        let dropped = st.recv.clear(&mut self.pins);
         self.budget.refund(dropped);
         if st.awaiting_ack {
             st.awaiting_ack = false;
@@ -941,7 +1011,9 @@ impl Session {
         self.config = self.config.detected(protocol);
         self.wire = Wire::for_config(&self.config);
         self.budget = ReceiveBudget::new(self.config.max_receive_buffer);
-        self.keep_alive = timers::KeepAlive::new(&self.config, now);
+        self.pins = Pins::new(self.config.max_receive_buffer);
+        self.keep_alive = timers::KeepAlive::new(&self.config, self.side, now);
+        self.detect_deadline = None;
         self.start_tuner(now);
         if std::mem::take(&mut self.open_waiting) {
             self.events.push_back(Event::Openable);
@@ -957,6 +1029,16 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn tuner_granted(&self) -> Option<usize> {
         self.tuner.as_ref().map(|t| t.granted())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn send_waiters_len(&self) -> usize {
+        self.send_waiters.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn stream_timers_len(&self) -> usize {
+        self.stream_timers.len()
     }
 
     #[cfg(test)]

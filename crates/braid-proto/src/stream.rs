@@ -1,10 +1,10 @@
 //! Per-stream state: receive queue, send buffer, half-close flags and v2 windows.
 
 use crate::flow::{Overconsumed, RecvWindow, SendWindow, YamuxRecvWindow, YAMUX_INITIAL_WINDOW};
+use crate::recv_buf::RecvBuf;
 use crate::sched::Queued;
 use crate::Protocol;
-use bytes::{Buf, Bytes, BytesMut};
-use std::collections::VecDeque;
+use bytes::{Bytes, BytesMut};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,9 @@ pub enum StreamEnd {
 
 #[derive(Debug)]
 pub(crate) struct StreamState {
+    /// Tells this stream from an earlier one with the same id (yamux peers may reuse
+    /// ids), for timers armed before it existed.
+    pub(crate) serial: u64,
     /// Who finished first (or what else ended the stream).
     pub(crate) cause: Option<StreamEnd>,
     /// The stream has ended ([`Session::stream_end`](crate::Session::stream_end)).
@@ -129,8 +132,7 @@ pub(crate) struct StreamState {
     pub(crate) received_bytes: u64,
     // Receive side.
     /// Received data not yet read, in arrival order.
-    pub(crate) recv: VecDeque<Bytes>,
-    pub(crate) recv_len: usize,
+    pub(crate) recv: RecvBuf,
     /// The peer sent FIN: after `recv` drains, reads return end of stream.
     pub(crate) remote_fin: bool,
     pub(crate) recv_flow: RecvFlow,
@@ -175,6 +177,7 @@ impl StreamState {
         let protocol = config.protocol;
         let window = config.max_stream_buffer;
         StreamState {
+            serial: 0,
             cause: None,
             ended: false,
             name,
@@ -182,8 +185,7 @@ impl StreamState {
             last_data: now,
             sent_bytes: 0,
             received_bytes: 0,
-            recv: VecDeque::new(),
-            recv_len: 0,
+            recv: RecvBuf::default(),
             remote_fin: false,
             recv_flow: RecvFlow::new(protocol, window),
             upd_due: false,
@@ -203,43 +205,9 @@ impl StreamState {
         }
     }
 
-    /// Copies buffered data into `buf`, returns the count.
-    pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(front) = self.recv.front_mut() else {
-                break;
-            };
-            let k = front.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                self.recv.pop_front();
-            }
-            n += k;
-        }
-        self.recv_len -= n;
-        n
-    }
-
-    /// Takes up to `max` buffered bytes without copying.
-    pub(crate) fn read_chunk(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.recv.front_mut()?;
-        let chunk = if front.len() <= max {
-            self.recv.pop_front()?
-        } else {
-            front.split_to(max)
-        };
-        self.recv_len -= chunk.len();
-        Some(chunk)
-    }
-
-    /// Drops unread data, returns how many bytes were dropped.
-    pub(crate) fn discard_recv(&mut self) -> usize {
-        let n = self.recv_len;
-        self.recv.clear();
-        self.recv_len = 0;
-        n
+    /// Bytes received and not yet read.
+    pub(crate) fn recv_len(&self) -> usize {
+        self.recv.len()
     }
 
     /// Both directions are over: FINs exchanged, or reset.

@@ -347,7 +347,7 @@ fn buffered_recv_is_zero_once_unaccepted_streams_are_dropped() {
                 while s.poll_transmit(now, &mut out, 1 << 16) > 0 {}
                 s.handle_timeout(now + Duration::from_secs(60));
             } else {
-                s.handle_transport_closed(ConnectionError::TransportClosed);
+                s.handle_transport_closed(now, ConnectionError::TransportClosed);
             }
             assert!(s.is_closed());
             assert_eq!(s.num_streams(), 0);

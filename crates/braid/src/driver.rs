@@ -44,6 +44,8 @@ pub struct Driver<T> {
     rbuf: BytesMut,
     /// Bytes the partial frame at the end of `rbuf` still needs.
     rbuf_missing: usize,
+    /// `rbuf` has a new allocation of this size, to announce to the core.
+    rbuf_new: Option<usize>,
     /// Frames waiting to be written, in order, and their total length.
     txq: VecDeque<Bytes>,
     txq_len: usize,
@@ -70,6 +72,7 @@ impl<T> Driver<T> {
             io,
             rbuf: BytesMut::new(),
             rbuf_missing: 0,
+            rbuf_new: None,
             txq: VecDeque::new(),
             txq_len: 0,
             chunks: Vec::new(),
@@ -104,6 +107,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if sh.core.poll_timeout().is_some_and(|t| t <= now) {
                 sh.core.handle_timeout(now);
             }
+            if let Some(size) = self.rbuf_new.take() {
+                sh.core.note_input_buffer(size);
+            }
             if !self.rbuf.is_empty() {
                 let _ = sh.core.handle_input(now, &mut self.rbuf);
             }
@@ -111,7 +117,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.eof && sh.core.wants_read() {
                 // Everything received has been taken in: the peer is gone.
                 sh.core
-                    .handle_transport_closed(ConnectionError::TransportClosed);
+                    .handle_transport_closed(now, ConnectionError::TransportClosed);
             }
             if self.txq_len < TX_LOW_WATER && !self.io_failed {
                 self.txq_len +=
@@ -138,7 +144,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let mut wake = Wakeups::default();
         {
             let mut sh = self.inner.lock();
-            sh.core.handle_transport_closed(err);
+            sh.core.handle_transport_closed(crate::now(), err);
             sh.dispatch_events(&mut wake);
         }
         wake.wake_all();
@@ -207,6 +213,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             // only a frame larger than FRAME_ROOM has a received part to copy.
             self.rbuf.reserve(missing + READ_CHUNK + FRAME_ROOM);
             spare = self.rbuf.capacity() - self.rbuf.len();
+            self.rbuf_new = Some(self.rbuf.capacity());
         }
         missing.max(spare.saturating_sub(FRAME_ROOM))
     }
@@ -270,10 +277,13 @@ impl<T> Drop for Driver<T> {
         let mut wake = Wakeups::default();
         {
             let mut sh = self.inner.lock();
-            sh.core.handle_transport_closed(ConnectionError::Transport {
-                kind: std::io::ErrorKind::ConnectionAborted,
-                message: "the session's driver was dropped".into(),
-            });
+            sh.core.handle_transport_closed(
+                crate::now(),
+                ConnectionError::Transport {
+                    kind: std::io::ErrorKind::ConnectionAborted,
+                    message: "the session's driver was dropped".into(),
+                },
+            );
             sh.dispatch_events(&mut wake);
             sh.driver_done = true;
             sh.wake_everyone(&mut wake);
@@ -317,22 +327,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                 progress |= this.poll_read_input(cx);
             }
             if let Some(reason) = round.closed {
-                // After a local close, flush what is queued (the FINs), then shut down;
-                // a peer that stops reading cannot hold us past the close deadline.
+                // After a local close, flush what is queued (the FINs), then shut down.
+                // However the session ended, the close deadline bounds both: a peer
+                // that stops reading (or a TLS close_notify it never takes) cannot hold
+                // the connection, nor `Session::closed`, past it.
                 let flushing = matches!(reason, ConnectionError::LocallyClosed)
                     && !this.io_failed
                     && (!this.txq.is_empty() || this.needs_flush);
-                let expired = round.close_deadline.is_some_and(|d| crate::now() >= d);
-                if flushing && !expired {
-                    if progress || round.close_deadline.is_some_and(|d| this.poll_timer(cx, d)) {
+                let deadline = round.close_deadline;
+                let expired = deadline.is_some_and(|d| crate::now() >= d);
+                let pending = if expired || this.io_failed {
+                    false
+                } else if flushing {
+                    !progress
+                } else {
+                    Pin::new(&mut this.io).poll_shutdown(cx).is_pending()
+                };
+                if !pending && flushing && !expired {
+                    continue;
+                }
+                if pending {
+                    if deadline.is_some_and(|d| this.poll_timer(cx, d)) {
                         continue;
                     }
-                    return Poll::Pending;
-                }
-                if !this.io_failed
-                    && !expired
-                    && Pin::new(&mut this.io).poll_shutdown(cx).is_pending()
-                {
                     return Poll::Pending;
                 }
                 return Poll::Ready(this.finish(&reason));

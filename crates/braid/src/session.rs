@@ -1,7 +1,7 @@
 //! `Session`: the cheap, cloneable handle applications open and accept streams with.
 
 use crate::driver::Driver;
-use crate::shared::{Inner, Wakeups};
+use crate::shared::{Inner, List, Waiter, Wakeups};
 use crate::stream::Stream;
 use braid_proto::{Config, ConfigError, ConnectionError, Side};
 use std::future::poll_fn;
@@ -134,6 +134,7 @@ impl Session {
     /// acknowledged by the peer (as Go's `OpenStream` blocks). Fails when the session is
     /// closing or closed, the peer sent GoAway, or the stream ids are exhausted.
     pub async fn open_stream(&self) -> io::Result<Stream> {
+        let mut waiter = Waiter::new(&self.inner, List::Open);
         poll_fn(|cx| {
             let mut wake = Wakeups::default();
             let res = {
@@ -145,7 +146,7 @@ impl Session {
                         Poll::Ready(Ok(Stream::new(self.inner.clone(), id)))
                     }
                     Err(braid_proto::OpenError::Blocked) if !sh.driver_done => {
-                        sh.register_open(cx.waker());
+                        waiter.register(&mut sh, cx.waker());
                         Poll::Pending
                     }
                     Err(e) => Poll::Ready(Err(e.into())),
@@ -236,6 +237,7 @@ impl Session {
     /// Waits for the next stream the peer opens. Returns `None` once the session has
     /// ended (see [`Session::closed`] for why).
     pub async fn accept_stream(&self) -> Option<Stream> {
+        let mut waiter = Waiter::new(&self.inner, List::Accept);
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
             if let Some(id) = sh.core.accept() {
@@ -250,7 +252,7 @@ impl Session {
             if sh.core.is_closed() || sh.driver_done {
                 return Poll::Ready(None);
             }
-            sh.register_accept(cx.waker());
+            waiter.register(&mut sh, cx.waker());
             Poll::Pending
         })
         .await
@@ -269,12 +271,13 @@ impl Session {
             sh.wake_driver(&mut wake);
         }
         wake.wake_all();
+        let mut waiter = Waiter::new(&self.inner, List::Closed);
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
             if sh.driver_done {
                 return Poll::Ready(());
             }
-            sh.register_closed(cx.waker());
+            waiter.register(&mut sh, cx.waker());
             Poll::Pending
         })
         .await
@@ -283,13 +286,14 @@ impl Session {
     /// Waits until the session has ended and the connection is shut down, and returns
     /// why it ended.
     pub async fn closed(&self) -> ConnectionError {
+        let mut waiter = Waiter::new(&self.inner, List::Closed);
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
             if sh.driver_done {
                 let reason = sh.close_reason().unwrap_or(ConnectionError::LocallyClosed);
                 return Poll::Ready(reason);
             }
-            sh.register_closed(cx.waker());
+            waiter.register(&mut sh, cx.waker());
             Poll::Pending
         })
         .await
@@ -333,7 +337,9 @@ struct PingGuard<'a> {
 
 impl Drop for PingGuard<'_> {
     fn drop(&mut self) {
-        self.inner.lock().pings.remove(&self.id);
+        let mut sh = self.inner.lock();
+        sh.pings.remove(&self.id);
+        sh.core.forget_ping(self.id);
     }
 }
 

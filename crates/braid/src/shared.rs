@@ -30,12 +30,12 @@ struct StreamWakers {
 pub(crate) struct Shared {
     pub(crate) core: braid_proto::Session,
     streams: HashMap<u32, StreamWakers>,
-    accept: Vec<Waker>,
+    pub(crate) accept: WaitList,
     /// yamux opens waiting for the peer to acknowledge earlier streams.
-    open: Vec<Waker>,
+    pub(crate) open: WaitList,
     /// Pings in flight: their waiters and, once the reply came, the round trip.
     pub(crate) pings: HashMap<u32, PingSlot>,
-    closed: Vec<Waker>,
+    pub(crate) closed: WaitList,
     driver: Option<Waker>,
     /// Live `Session` handles and `Stream` handles: when both reach zero nobody can use
     /// the session any more and it closes gracefully.
@@ -72,10 +72,10 @@ impl Inner {
             shared: Mutex::new(Shared {
                 core,
                 streams: HashMap::new(),
-                accept: Vec::new(),
-                open: Vec::new(),
+                accept: WaitList::default(),
+                open: WaitList::default(),
                 pings: HashMap::new(),
-                closed: Vec::new(),
+                closed: WaitList::default(),
                 driver: None,
                 session_handles: 1,
                 stream_handles: 0,
@@ -119,24 +119,6 @@ impl Shared {
         set_waker(&mut self.streams.entry(id).or_default().ended, waker);
     }
 
-    pub(crate) fn register_open(&mut self, waker: &Waker) {
-        if !self.open.iter().any(|w| w.will_wake(waker)) {
-            self.open.push(waker.clone());
-        }
-    }
-
-    pub(crate) fn register_accept(&mut self, waker: &Waker) {
-        if !self.accept.iter().any(|w| w.will_wake(waker)) {
-            self.accept.push(waker.clone());
-        }
-    }
-
-    pub(crate) fn register_closed(&mut self, waker: &Waker) {
-        if !self.closed.iter().any(|w| w.will_wake(waker)) {
-            self.closed.push(waker.clone());
-        }
-    }
-
     pub(crate) fn forget_stream(&mut self, id: u32) {
         self.streams.remove(&id);
     }
@@ -145,7 +127,7 @@ impl Shared {
     pub(crate) fn dispatch_events(&mut self, out: &mut Wakeups) {
         while let Some(ev) = self.core.poll_event() {
             match ev {
-                Event::Incoming => out.0.append(&mut self.accept),
+                Event::Incoming => self.accept.wake_all(&mut out.0),
                 Event::Readable(id) | Event::Finished(id) => {
                     if let Some(w) = self.streams.get_mut(&id.0).and_then(|s| s.read.take()) {
                         out.0.push(w);
@@ -176,7 +158,7 @@ impl Shared {
                     }
                 }
                 // A remote GoAway makes waiting opens fail: wake them too.
-                Event::Openable | Event::GoAway => out.0.append(&mut self.open),
+                Event::Openable | Event::GoAway => self.open.wake_all(&mut out.0),
                 Event::Pong { id, rtt } => {
                     if let Some(slot) = self.pings.get_mut(&id) {
                         slot.rtt = Some(rtt);
@@ -193,9 +175,9 @@ impl Shared {
 
     /// Wakes every waiting task: the session ended or the driver stopped.
     pub(crate) fn wake_everyone(&mut self, out: &mut Wakeups) {
-        out.0.append(&mut self.accept);
-        out.0.append(&mut self.open);
-        out.0.append(&mut self.closed);
+        self.accept.wake_all(&mut out.0);
+        self.open.wake_all(&mut out.0);
+        self.closed.wake_all(&mut out.0);
         for p in self.pings.values_mut() {
             out.0.extend(p.waker.take());
         }
@@ -225,5 +207,87 @@ fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
     match slot {
         Some(w) if w.will_wake(waker) => {}
         _ => *slot = Some(waker.clone()),
+    }
+}
+
+/// Tasks waiting for one kind of session event (an inbound stream, room to open, the
+/// end). Each waiting future holds a key and removes its waker when dropped, so futures
+/// given up on (a `select!` that took another branch) leave nothing behind.
+#[derive(Default)]
+pub(crate) struct WaitList {
+    wakers: HashMap<u64, Waker>,
+    next_key: u64,
+}
+
+impl WaitList {
+    /// Registers (or refreshes) the waker under `key`, assigning a key the first time.
+    pub(crate) fn register(&mut self, key: &mut Option<u64>, waker: &Waker) {
+        let k = *key.get_or_insert_with(|| {
+            self.next_key += 1;
+            self.next_key
+        });
+        match self.wakers.get_mut(&k) {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => *w = waker.clone(),
+            None => {
+                self.wakers.insert(k, waker.clone());
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: u64) {
+        self.wakers.remove(&key);
+    }
+
+    fn wake_all(&mut self, out: &mut Vec<Waker>) {
+        out.extend(self.wakers.drain().map(|(_, w)| w));
+    }
+}
+
+/// Which [`WaitList`] a [`Waiter`] is on.
+#[derive(Clone, Copy)]
+pub(crate) enum List {
+    Accept,
+    Open,
+    Closed,
+}
+
+/// A waiting future's place in a [`WaitList`], removed when the future is dropped.
+pub(crate) struct Waiter<'a> {
+    inner: &'a Inner,
+    list: List,
+    key: Option<u64>,
+}
+
+impl<'a> Waiter<'a> {
+    pub(crate) fn new(inner: &'a Inner, list: List) -> Waiter<'a> {
+        Waiter {
+            inner,
+            list,
+            key: None,
+        }
+    }
+
+    /// Registers `waker` (under the lock the caller holds).
+    pub(crate) fn register(&mut self, sh: &mut Shared, waker: &Waker) {
+        sh.list(self.list).register(&mut self.key, waker);
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.inner.lock().list(self.list).remove(key);
+        }
+    }
+}
+
+impl Shared {
+    fn list(&mut self, list: List) -> &mut WaitList {
+        match list {
+            List::Accept => &mut self.accept,
+            List::Open => &mut self.open,
+            List::Closed => &mut self.closed,
+        }
     }
 }

@@ -5,6 +5,7 @@ use crate::error::{ConnectionError, ProtocolViolation, ResetReason};
 use crate::frame::{smux, yamux};
 use crate::stream::{RecvFlow, SendFlow, StreamId};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 impl Session {
@@ -61,8 +62,13 @@ impl Session {
                 }
                 // A duplicate SYN for a live stream is ignored, as Go does. While closing
                 // or after go_away, new streams are ignored (smux cannot refuse them).
-                if !self.streams.contains_key(&stream_id) && self.taking_new_streams() {
+                if self.streams.contains_key(&stream_id) || !self.taking_new_streams() {
+                    return;
+                }
+                if self.config.accept_streams {
                     self.queue_incoming(stream_id, name);
+                } else if self.refused.len() < MAX_QUEUED_REPLIES {
+                    self.refused.push_back(stream_id);
                 }
             }
             smux::Frame::Fin { stream_id } => self.on_remote_fin(stream_id),
@@ -118,7 +124,10 @@ impl Session {
             if self.streams.contains_key(&stream_id) {
                 return self.fail(ProtocolViolation::DuplicateStream(stream_id).into());
             }
-            if !self.taking_new_streams() || self.accept_queue.len() >= self.config.accept_backlog {
+            if !self.taking_new_streams()
+                || !self.config.accept_streams
+                || self.accept_queue.len() >= self.config.accept_backlog
+            {
                 // Refused with RST; its data is dropped below as for any unknown stream.
                 if self.refused.len() < MAX_QUEUED_REPLIES {
                     self.refused.push_back(stream_id);
@@ -192,10 +201,14 @@ impl Session {
                 self.pongs_due.push_back(value);
             }
         } else if flags.contains(yamux::Flags::ACK) {
-            let Some(pos) = self.pings.iter().position(|(v, _)| *v == value) else {
+            let find = |list: &mut VecDeque<(u32, Instant)>| {
+                let pos = list.iter().position(|(v, _)| *v == value)?;
+                list.remove(pos).map(|(_, sent)| sent)
+            };
+            let Some(sent) = find(&mut self.pings).or_else(|| find(&mut self.internal_pings))
+            else {
                 return;
             };
-            let (_, sent) = self.pings.remove(pos).expect("position found");
             let rtt = now.saturating_duration_since(sent);
             self.stats.rtt = Some(rtt);
             let mut internal = false;
@@ -232,6 +245,13 @@ impl Session {
     }
 
     fn queue_incoming(&mut self, id: u32, name: Bytes) {
+        // Names are charged to the receive budget until the stream is accepted, and
+        // copied so that they do not keep the read buffer alive.
+        self.budget.spend(name.len());
+        let name = match name.is_empty() {
+            true => name,
+            false => Bytes::copy_from_slice(&name),
+        };
         self.insert_stream(id, false, name);
         self.accept_queue.push_back(id);
         if self.accept_waiting {
@@ -271,8 +291,7 @@ impl Session {
         st.last_data = self.now;
         st.received_bytes += data.len() as u64;
         self.stats.bytes_received += data.len() as u64;
-        st.recv_len += data.len();
-        st.recv.push_back(data);
+        st.recv.push(data, &mut self.pins);
         if st.read_waiting {
             st.read_waiting = false;
             self.events.push_back(Event::Readable(StreamId(stream_id)));

@@ -1,7 +1,7 @@
 //! Time: keepalives, the close timeout and yamux's per-stream timeouts.
 
 use super::{Session, State};
-use crate::config::Config;
+use crate::config::{Config, Side};
 use crate::error::{ConnectionError, ResetReason};
 use crate::stream::Fin;
 use std::cmp::Ordering;
@@ -22,9 +22,15 @@ pub(super) struct KeepAlive {
 }
 
 impl KeepAlive {
-    pub(super) fn new(config: &Config, now: Instant) -> Option<KeepAlive> {
+    /// A client sends its first keepalive at once: a server detecting the protocol
+    /// ([`Protocol::Auto`](crate::Protocol::Auto)) drops connections that stay silent.
+    pub(super) fn new(config: &Config, side: Side, now: Instant) -> Option<KeepAlive> {
+        let first = match side {
+            Side::Client => now,
+            Side::Server => now + config.keep_alive_interval,
+        };
         (!config.keep_alive_disabled).then(|| KeepAlive {
-            next_ping: now + config.keep_alive_interval,
+            next_ping: first,
             next_check: now + config.keep_alive_timeout,
             data_ready: false,
             nop_due: false,
@@ -56,11 +62,14 @@ pub(super) enum TimerKind {
 }
 
 /// A per-stream deadline. The heap may hold timers of streams that have moved on; they
-/// are checked against the stream's state when they fire.
+/// are checked against the stream's state when they fire, and `serial` tells a stream
+/// from a later one that reuses its id. Timers of gone streams are pruned as the heap
+/// grows, so churn does not grow it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct StreamTimer {
     pub(super) at: Instant,
     pub(super) id: u32,
+    pub(super) serial: u64,
     pub(super) kind: TimerKind,
 }
 
@@ -71,6 +80,7 @@ impl Ord for StreamTimer {
             .at
             .cmp(&self.at)
             .then(other.id.cmp(&self.id))
+            .then(other.serial.cmp(&self.serial))
             .then(other.kind.cmp(&self.kind))
     }
 }
@@ -95,6 +105,10 @@ impl Session {
                 self.fail(ConnectionError::LocallyClosed);
                 return;
             }
+        }
+        if self.detect_deadline.is_some_and(|d| now >= d) {
+            self.fail(ConnectionError::DetectTimeout(self.config.detect_timeout));
+            return;
         }
         self.fire_stream_timers(now);
         if self.is_yamux() {
@@ -148,7 +162,7 @@ impl Session {
             // While reading is paused the reply to an earlier ping cannot be read, so keep
             // pinging: the writes are what notice a dead peer then.
             if ka.ping.is_none() || paused {
-                let value = self.queue_ping(now);
+                let value = self.queue_ping(now, true);
                 if let Some(ka) = self.keep_alive.as_mut() {
                     ka.ping = Some((value, now + timeout));
                 }
@@ -159,7 +173,7 @@ impl Session {
     fn fire_stream_timers(&mut self, now: Instant) {
         while self.stream_timers.peek().is_some_and(|t| t.at <= now) {
             let t = self.stream_timers.pop().expect("peeked");
-            let Some(st) = self.streams.get(&t.id) else {
+            let Some(st) = self.streams.get(&t.id).filter(|st| st.serial == t.serial) else {
                 continue;
             };
             let expired = match t.kind {
@@ -179,6 +193,7 @@ impl Session {
                                 self.stream_timers.push(StreamTimer {
                                     at: due,
                                     id: t.id,
+                                    serial: t.serial,
                                     kind: TimerKind::Idle,
                                 });
                                 false
@@ -204,17 +219,31 @@ impl Session {
     /// Arms a stream timer: open and close timeouts count from `now`, the idle timeout
     /// from the stream's last data.
     pub(super) fn arm_stream_timer(&mut self, id: u32, kind: TimerKind, now: Instant) {
+        let Some(st) = self.streams.get(&id) else {
+            return;
+        };
         let at = match kind {
             TimerKind::Open => now + self.config.stream_open_timeout,
             TimerKind::Close => now + self.config.stream_close_timeout,
-            TimerKind::Idle => match self.streams.get(&id) {
-                Some(st) if st.idle_timeout.is_some() => {
-                    st.last_data + st.idle_timeout.expect("checked")
-                }
-                _ => return,
+            TimerKind::Idle => match st.idle_timeout {
+                Some(idle) => st.last_data + idle,
+                None => return,
             },
         };
-        self.stream_timers.push(StreamTimer { at, id, kind });
+        let serial = st.serial;
+        if self.stream_timers.len() >= self.timers_prune_at {
+            let streams = &self.streams;
+            self.stream_timers
+                .retain(|t| streams.get(&t.id).is_some_and(|st| st.serial == t.serial));
+            // Amortised: the next prune waits until the heap has doubled.
+            self.timers_prune_at = (2 * self.stream_timers.len()).max(4 * streams.len() + 64);
+        }
+        self.stream_timers.push(StreamTimer {
+            at,
+            id,
+            serial,
+            kind,
+        });
     }
 
     /// When [`Session::handle_timeout`] must be called next.
@@ -227,6 +256,7 @@ impl Session {
         let yamux = self.is_yamux();
         [
             closing,
+            self.detect_deadline,
             self.keep_alive.as_ref().map(|ka| ka.next_deadline(yamux)),
             self.stream_timers.peek().map(|t| t.at),
         ]

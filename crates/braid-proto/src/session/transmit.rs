@@ -168,7 +168,11 @@ impl Session {
             em.ping(Flags::SYN, value);
         }
         for id in self.refused.drain(..) {
-            em.window_update(Flags::RST, id, 0);
+            // smux has no RST: a FIN tells the peer to expect nothing.
+            match self.wire {
+                Wire::Yamux(_) => em.window_update(Flags::RST, id, 0),
+                _ => em.fin(id),
+            }
         }
         let limits = DataLimits {
             now,
@@ -301,7 +305,7 @@ struct DataLimits {
 fn take_window_delta(st: &mut StreamState) -> u32 {
     match &mut st.recv_flow {
         RecvFlow::Yamux(w) => {
-            let delta = w.delta(st.recv_len);
+            let delta = w.delta(st.recv.len());
             w.on_update_sent(delta);
             delta
         }

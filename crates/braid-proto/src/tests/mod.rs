@@ -1,5 +1,6 @@
 //! Session tests over the in-memory [`pair::Pair`] harness.
 
+mod bounds;
 mod features;
 mod flow;
 mod pair;

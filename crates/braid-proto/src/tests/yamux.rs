@@ -247,7 +247,7 @@ fn corner_9_bare_eof_ends_streams_after_their_data() {
     let mut t = Scripted::new(Side::Server);
     t.send(&[data(1, Flags::SYN, b"partial")]).unwrap();
     let id = t.s.accept().unwrap();
-    t.s.handle_transport_closed(ConnectionError::TransportClosed);
+    t.s.handle_transport_closed(t.now, ConnectionError::TransportClosed);
     let mut buf = [0u8; 16];
     assert_eq!(t.s.read(id, &mut buf), Ok(7));
     assert_eq!(

@@ -215,7 +215,8 @@ impl Inner {
 
     /// Ends the session because the transport failed.
     pub(super) fn transport_failed(&self, st: &mut State, err: ConnectionError) {
-        st.core.handle_transport_closed(err);
+        st.core
+            .handle_transport_closed(std::time::Instant::now(), err);
         self.dispatch(st);
     }
 }

@@ -72,12 +72,17 @@ fn reader_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut eof = false;
+    // A new allocation behind `rbuf`, to announce to the core (see note_input_buffer).
+    let mut new_buffer = Some(rbuf.capacity());
     loop {
         {
             let mut st = inner.lock();
             loop {
                 if st.core.is_closed() {
                     return;
+                }
+                if let Some(size) = new_buffer.take() {
+                    st.core.note_input_buffer(size);
                 }
                 if !rbuf.is_empty() {
                     // Errors end the session; the Closed event says why.
@@ -107,7 +112,11 @@ fn reader_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
         // every read (safe code cannot read into uninitialized memory).
         match io.read(&mut scratch) {
             Ok(n) => {
+                let before = rbuf.as_ptr();
                 rbuf.extend_from_slice(&scratch[..n]);
+                if rbuf.as_ptr() != before {
+                    new_buffer = Some(rbuf.capacity());
+                }
                 eof = n == 0;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
