@@ -502,3 +502,59 @@ async fn bench_prints_a_table_per_workload_and_a_summary() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_server_backs_off_and_logs_once() {
+    bounded(async {
+        // A server allowed 48 file descriptors, and more silent connections than that.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n 48 && exec '{BRAID}' \"$@\""))
+            .args([
+                "sh",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                "127.0.0.1:9",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = stdout.next_line().await.unwrap().unwrap();
+        let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+        let mut p = Proc {
+            stderr: BufReader::new(child.stderr.take().unwrap()).lines(),
+            child,
+            addr,
+            stdout,
+        };
+        let mut silent = Vec::new();
+        for _ in 0..80 {
+            silent.push(TcpStream::connect(p.addr).await.unwrap());
+        }
+        p.wait_log("accepting a connection failed: Too many open files (out of file descriptors")
+            .await;
+        // Once descriptors are free again it serves: a yamux ping is answered.
+        drop(silent);
+        let mut tcp = TcpStream::connect(p.addr).await.unwrap();
+        let ping = [0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        tcp.write_all(&ping).await.unwrap();
+        let mut pong = [0u8; 12];
+        tcp.read_exact(&mut pong).await.unwrap();
+        assert_eq!(pong, [0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7]);
+        // The failures were logged once (at most once per 10 s).
+        assert_eq!(sigterm(&mut p).await, 0);
+        let mut rest = String::new();
+        p.stderr
+            .into_inner()
+            .read_to_string(&mut rest)
+            .await
+            .unwrap();
+        assert!(!rest.contains("accepting a connection failed"), "{rest}");
+    })
+    .await;
+}

@@ -480,3 +480,34 @@ async fn silent_connections_are_closed_and_max_sessions_holds() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refuses_streams_its_server_opens() {
+    bounded(async {
+        // A fake yamux server that tries to open a stream towards the client.
+        let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = start_client(fake.local_addr().unwrap(), &["--wait-for-server"]).await;
+        let (mut tcp, _) = fake.accept().await.unwrap();
+        tcp.write_all(&yamux(1, SYN, 2, 0)).await.unwrap();
+        let mut header = [0u8; 12];
+        loop {
+            tcp.read_exact(&mut header).await.unwrap();
+            let flags = u16::from_be_bytes([header[2], header[3]]);
+            let id = u32::from_be_bytes(header[4..8].try_into().unwrap());
+            let len = u32::from_be_bytes(header[8..12].try_into().unwrap());
+            if header[1] == 0 && len > 0 {
+                let mut payload = vec![0u8; len as usize];
+                tcp.read_exact(&mut payload).await.unwrap();
+            }
+            if id == 2 {
+                assert!(
+                    flags & RST != 0,
+                    "stream 2 answered without a reset: {header:?}"
+                );
+                break;
+            }
+        }
+        client.shutdown().await;
+    })
+    .await;
+}

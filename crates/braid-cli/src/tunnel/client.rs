@@ -3,7 +3,7 @@
 use super::pipe::{pipe, End};
 use super::stats::{Gauge, Stats};
 use super::{accept_until, bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
-use braid::{Protocol, Session, Stream};
+use braid::{Session, Stream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,22 +137,12 @@ const TLS_VERDICT_WAIT: Duration = Duration::from_secs(1);
 async fn connect(s: &ClientSettings) -> io::Result<Session> {
     let attempt = async {
         let tcp = TcpStream::connect(&s.server).await?;
-        // TODO: set `accept_streams = false` once braid's Config has it: a client
-        // never serves streams its server opens.
         s.auth
             .connect(tcp, s.config.clone(), TLS_VERDICT_WAIT)
             .await
     };
     match timeout(s.connect_timeout, attempt).await {
-        Ok(Ok(session)) => {
-            if session.protocol() == Protocol::Yamux {
-                // A yamux client says nothing until its first stream or keepalive; a
-                // ping lets a `--proto auto` server detect the protocol at once.
-                let probe = session.clone();
-                tokio::spawn(async move { probe.ping().await });
-            }
-            Ok(session)
-        }
+        Ok(Ok(session)) => Ok(session),
         Ok(Err(e)) => Err(io::Error::new(e.kind(), io_reason(&e))),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

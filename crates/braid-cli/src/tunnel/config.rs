@@ -466,7 +466,9 @@ impl ClientArgs {
                 "--proto auto is for the server: pick smux1, smux2 or yamux".into(),
             ));
         }
-        let config = a.tuning.config(proto, Side::Client)?;
+        let mut config = a.tuning.config(proto, Side::Client)?;
+        // The client only opens streams: any its server opens are refused at once.
+        config.accept_streams = false;
         let conns = a.conns.unwrap_or(1);
         if !(1..=64).contains(&conns) {
             return Err(Error::Usage(format!(
