@@ -266,8 +266,7 @@ fn authentication_is_required_beyond_loopback() {
 fn server_config_file_takes_auth_limits_and_metrics() {
     let path = temp_file(
         "server.toml",
-        &format!(
-            r#"
+        r#"
         listen = "0.0.0.0:7000"
         target = "127.0.0.1:8000"
         psk-file = "server-psk"
@@ -277,8 +276,7 @@ fn server_config_file_takes_auth_limits_and_metrics() {
         idle-timeout = "5m"
         detect-timeout = "20s"
         handshake-timeout = "3s"
-        "#
-        ),
+        "#,
     );
     std::fs::write(path.with_file_name("server-psk"), "01".repeat(32)).unwrap();
     let mut a = server(&["--max-streams", "50"]);
