@@ -558,3 +558,58 @@ async fn out_of_file_descriptors_the_server_backs_off_and_logs_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("braid-cli-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, bad) = (dir.join("good"), dir.join("bad"));
+        std::fs::write(&good, "11".repeat(32)).unwrap();
+        std::fs::write(&bad, "22".repeat(32)).unwrap();
+        let mut server = spawn(&[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "127.0.0.1:9",
+            "--psk-file",
+            good.to_str().unwrap(),
+        ])
+        .await;
+        let addr = server.addr.to_string();
+        let (code, stderr) = run(&[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--psk-file",
+            bad.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "braid: cannot reach server {addr}: the server closed the connection during the \
+                 pre-shared key handshake: wrong --psk-file, or the server does not use \
+                 --psk-file\n"
+            )
+        );
+        let line = loop {
+            let line = server.stderr.next_line().await.unwrap().expect("more log");
+            if line.contains("connection refused") {
+                break line;
+            }
+        };
+        assert!(
+            line.contains("pre-shared key handshake failed: wrong key")
+                && line.contains("peer=127.0.0.1:"),
+            "{line}"
+        );
+        assert_eq!(sigterm(&mut server).await, 0);
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}

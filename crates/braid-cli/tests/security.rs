@@ -511,3 +511,39 @@ async fn the_client_refuses_streams_its_server_opens() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_are_reset_after_idle_timeout() {
+    bounded(async {
+        // A target that accepts and never reads or writes; it reports each close.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let end = tcp.read(&mut buf).await;
+                    let _ = closed_tx.send(end.map_err(|e| e.kind()));
+                });
+            }
+        });
+        let server = start_server(target, &["--idle-timeout", "300ms"]).await;
+        let client = start_client(server.addr, &[]).await;
+        let mut app = TcpStream::connect(client.addr).await.unwrap();
+        // Nothing moves: the server resets the stream, which closes both TCP ends.
+        let end = closed.recv().await.unwrap();
+        assert!(
+            matches!(end, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+            "{end:?}"
+        );
+        match app.read(&mut [0u8; 8]).await {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+        client.shutdown().await;
+        server.shutdown().await;
+    })
+    .await;
+}
