@@ -187,8 +187,10 @@ pub async fn server<T: AsyncRead + AsyncWrite + Unpin>(
 pub struct NoiseStream<T> {
     io: T,
     noise: snow::TransportState,
-    /// Received bytes: length prefixes and ciphertext, `rlen` of them.
+    /// Received bytes not yet decrypted (length prefixes and ciphertext):
+    /// `rbuf[rpos..rlen]`.
     rbuf: Box<[u8]>,
+    rpos: usize,
     rlen: usize,
     /// Decrypted plaintext not yet read: `plain[ppos..plen]`.
     plain: Box<[u8]>,
@@ -206,6 +208,7 @@ impl<T> NoiseStream<T> {
             io,
             noise,
             rbuf: vec![0u8; 2 + MAX_MSG].into_boxed_slice(),
+            rpos: 0,
             rlen: 0,
             plain: vec![0u8; MAX_MSG].into_boxed_slice(),
             ppos: 0,
@@ -218,30 +221,30 @@ impl<T> NoiseStream<T> {
 
     /// Decrypts the first whole message in `rbuf`, if there is one.
     fn decrypt_one(&mut self) -> io::Result<bool> {
-        if self.rlen < 2 {
+        let have = &self.rbuf[self.rpos..self.rlen];
+        if have.len() < 2 {
             return Ok(false);
         }
-        let len = usize::from(u16::from_be_bytes([self.rbuf[0], self.rbuf[1]]));
+        let len = usize::from(u16::from_be_bytes([have[0], have[1]]));
         if len < TAG {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "encrypted carrier: message shorter than its tag",
             ));
         }
-        if self.rlen < 2 + len {
+        if have.len() < 2 + len {
             return Ok(false);
         }
         let n = self
             .noise
-            .read_message(&self.rbuf[2..2 + len], &mut self.plain)
+            .read_message(&have[2..2 + len], &mut self.plain)
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     "encrypted carrier: a message failed authentication",
                 )
             })?;
-        self.rbuf.copy_within(2 + len..self.rlen, 0);
-        self.rlen -= 2 + len;
+        self.rpos += 2 + len;
         self.ppos = 0;
         self.plen = n;
         Ok(true)
@@ -282,7 +285,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
                 continue; // possibly an empty message: look again
             }
             if this.eof {
-                return Poll::Ready(match this.rlen {
+                return Poll::Ready(match this.rlen - this.rpos {
                     0 => Ok(()),
                     _ => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -290,7 +293,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
                     )),
                 });
             }
-            // rbuf holds less than one whole message, so there is room for the rest.
+            // Less than one whole message is left: move it to the front (once per read,
+            // not per message), which leaves room for the rest of it.
+            if this.rpos > 0 {
+                this.rbuf.copy_within(this.rpos..this.rlen, 0);
+                this.rlen -= this.rpos;
+                this.rpos = 0;
+            }
             let mut rb = ReadBuf::new(&mut this.rbuf[this.rlen..]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
             match rb.filled().len() {
@@ -389,6 +398,22 @@ mod tests {
         let mut back = Vec::new();
         c.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"back");
+    }
+
+    #[tokio::test]
+    async fn many_small_messages_in_one_read() {
+        let (a, b) = duplex(1 << 20);
+        let (c, s) = tokio::join!(client(a, key(7)), server(b, key(7)));
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        // 5000 one-byte messages, then end: they arrive in few reads of many messages.
+        for i in 0..5000u32 {
+            c.write_all(&[i as u8]).await.unwrap();
+        }
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        let want: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
