@@ -83,11 +83,7 @@ pub(crate) async fn drained(local: std::net::SocketAddr, server: std::net::Socke
 }
 
 /// Waits until `f` has given the same value for `quiet` (at most `limit`); returns it.
-pub(crate) async fn settle(
-    mut f: impl FnMut() -> u64,
-    quiet: Duration,
-    limit: Duration,
-) -> u64 {
+pub(crate) async fn settle(mut f: impl FnMut() -> u64, quiet: Duration, limit: Duration) -> u64 {
     let start = Instant::now();
     let mut last = f();
     let mut since = Instant::now();
@@ -118,13 +114,20 @@ async fn syn(ctx: &Ctx, smux: bool) -> Result<Attacked, String> {
             wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, id, 0);
         }
     }
-    let accepted0 = ctx.target.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let accepted0 = ctx
+        .target
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut written = 0;
     let stop = push(&mut tcp, &buf, stall(ctx), &mut written).await.err();
     // Let the server work through what it took: until the target sees no new connection
     // for a second.
     let accepted = settle(
-        || ctx.target.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        || {
+            ctx.target
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
         Duration::from_secs(1),
         Duration::from_secs(30),
     )
@@ -179,10 +182,7 @@ async fn drip(ctx: &Ctx) -> Result<Attacked, String> {
     let mut tcp = TcpStream::connect(ctx.server)
         .await
         .map_err(|e| e.to_string())?;
-    let (local, remote) = (
-        tcp.local_addr().map_err(|e| e.to_string())?,
-        ctx.server,
-    );
+    let (local, remote) = (tcp.local_addr().map_err(|e| e.to_string())?, ctx.server);
     let mut buf = Vec::new();
     for i in 0..streams {
         wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, 2 * i + 1, 0);
@@ -280,7 +280,9 @@ async fn silent(ctx: &Ctx) -> Result<Attacked, String> {
         closed.len(),
         secs(deadline),
         closed.first().map_or("-".into(), |d| secs(*d)),
-        closed.get(closed.len() / 2).map_or("-".into(), |d| secs(*d)),
+        closed
+            .get(closed.len() / 2)
+            .map_or("-".into(), |d| secs(*d)),
         closed.last().map_or("-".into(), |d| secs(*d)),
     ));
     let bound = detect + Duration::from_secs(1);

@@ -41,7 +41,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<Attacked, String> {
         let mut header = [0u8; wire::Y_HEADER];
         let mut sink = vec![0u8; 64 * 1024];
         if let Some(p) = pid.and_then(procfs::sample) {
-            prog.lock().unwrap().1.push((0, p.rss as f64 / MIB as f64, p.cpu));
+            prog.lock()
+                .unwrap()
+                .1
+                .push((0, p.rss as f64 / MIB as f64, p.cpu));
         }
         while done < n {
             if rd.read_exact(&mut header).await.is_err() {
@@ -142,8 +145,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<Attacked, String> {
         resets.load(Ordering::Relaxed)
     ));
     if stuck || waited.is_err() {
-        a.notes
-            .push(format!("stuck: no stream ended for {STUCK:?} after {done} streams"));
+        a.notes.push(format!(
+            "stuck: no stream ended for {STUCK:?} after {done} streams"
+        ));
     }
     // Flat RSS: from the first sample after warm-up (the first step) to the last.
     if series.len() >= 3 {
@@ -152,7 +156,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<Attacked, String> {
         a.checks.push(Check::new(
             "churn RSS flat",
             format!("growth <= 8 MiB from {} to {} streams", first.0, last.0),
-            format!("{growth:.1} MiB ({:.0} bytes per stream)", growth * MIB as f64 / (last.0 - first.0) as f64),
+            format!(
+                "{growth:.1} MiB ({:.0} bytes per stream)",
+                growth * MIB as f64 / (last.0 - first.0) as f64
+            ),
             growth <= 8.0,
         ));
         let step = |i: usize| series[i].2 - series[i - 1].2;

@@ -93,7 +93,11 @@ pub(crate) async fn run(ctx: &Ctx, smux: bool) -> Result<Attacked, String> {
         (Some(s), _) => a.notes.push(format!("stopped: {s}")),
         (None, _) => a.notes.push(format!(
             "sent all it could{}",
-            if smux { "" } else { " (every stream's initial window)" }
+            if smux {
+                ""
+            } else {
+                " (every stream's initial window)"
+            }
         )),
     }
     if let Some(peaks) = &ctx.peaks {

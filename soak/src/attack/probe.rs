@@ -10,9 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// How long one probe may take before it counts as not served.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How the normal client reaches the server.
 #[derive(Clone)]
 pub struct Client {
@@ -20,6 +17,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// TLS, when the server speaks it.
     pub tls: Option<TlsConnector>,
+    /// How long one probe may take before it counts as not served.
+    pub timeout: Duration,
 }
 
 impl Client {
@@ -33,7 +32,10 @@ impl Client {
             None => Session::from_tcp(tcp, config, Side::Client).map_err(|e| e.to_string()),
             Some(c) => {
                 let name = rustls_pki_types::ServerName::try_from("localhost").expect("valid");
-                let tls = c.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                let tls = c
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
                 Session::client(tls, config).map_err(|e| e.to_string())
             }
         }
@@ -48,9 +50,9 @@ impl Client {
             session.close().await;
             r
         };
-        tokio::time::timeout(PROBE_TIMEOUT, run)
+        tokio::time::timeout(self.timeout, run)
             .await
-            .map_err(|_| format!("no echo within {PROBE_TIMEOUT:?}"))??;
+            .map_err(|_| format!("no echo within {:?}", self.timeout))??;
         Ok(start.elapsed())
     }
 }
@@ -67,14 +69,21 @@ pub async fn echo_once(session: &Session) -> Result<(), String> {
         .write_all(&sent)
         .await
         .map_err(|e| format!("write: {e}"))?;
-    stream.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    stream
+        .shutdown()
+        .await
+        .map_err(|e| format!("shutdown: {e}"))?;
     let mut got = Vec::with_capacity(sent.len());
     stream
         .read_to_end(&mut got)
         .await
         .map_err(|e| format!("read: {e}"))?;
     if got != sent {
-        return Err(format!("echo differs: {} of {} bytes back", got.len(), sent.len()));
+        return Err(format!(
+            "echo differs: {} of {} bytes back",
+            got.len(),
+            sent.len()
+        ));
     }
     Ok(())
 }
@@ -114,9 +123,9 @@ impl Prober {
                     }
                     echo_once(session.as_ref().expect("set")).await
                 };
-                let r = tokio::time::timeout(PROBE_TIMEOUT, run)
+                let r = tokio::time::timeout(client.timeout, run)
                     .await
-                    .unwrap_or_else(|_| Err(format!("no echo within {PROBE_TIMEOUT:?}")));
+                    .unwrap_or_else(|_| Err(format!("no echo within {:?}", client.timeout)));
                 {
                     let mut t = t.lock().unwrap();
                     match r {

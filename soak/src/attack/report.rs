@@ -39,7 +39,12 @@ pub struct Check {
 
 impl Check {
     /// A check.
-    pub fn new(name: &str, limit: impl Into<String>, value: impl Into<String>, pass: bool) -> Check {
+    pub fn new(
+        name: &str,
+        limit: impl Into<String>,
+        value: impl Into<String>,
+        pass: bool,
+    ) -> Check {
         Check {
             name: name.into(),
             limit: limit.into(),
@@ -131,7 +136,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let during = if o.probes_failed == 0 && o.probes_ok > 0 {
             format!("{}/{} ok", o.probes_ok, o.probes_ok)
         } else {
-            format!("**{}/{} failed**", o.probes_failed, o.probes_ok + o.probes_failed)
+            format!(
+                "**{}/{} failed**",
+                o.probes_failed,
+                o.probes_ok + o.probes_failed
+            )
         };
         let after = if o.after_ok { "ok" } else { "**failed**" };
         let _ = writeln!(
@@ -145,7 +154,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let _ = writeln!(s, "{}:", o.attack);
         for c in &o.checks {
             let verdict = if c.pass { "ok  " } else { "FAIL" };
-            let _ = writeln!(s, "  {verdict} {}: {} (bound: {})", c.name, c.value, c.limit);
+            let _ = writeln!(
+                s,
+                "  {verdict} {}: {} (bound: {})",
+                c.name, c.value, c.limit
+            );
         }
         for n in &o.notes {
             let _ = writeln!(s, "  note: {n}");

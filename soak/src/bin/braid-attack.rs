@@ -55,9 +55,15 @@ struct Args {
     /// Stop pushing data once the server's RSS passes this many MiB.
     #[arg(long, default_value_t = 4096)]
     rss_cap_mib: u64,
+    /// Seconds a normal client's probe may take before it counts as not served.
+    #[arg(long, default_value_t = 5)]
+    probe_timeout_secs: u64,
     /// Print the outcomes as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the outcomes as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         receive_buffer: args.receive_buffer,
         detect_timeout: args.detect_timeout_ms.map(Duration::from_millis),
         rss_cap: args.rss_cap_mib << 20,
+        probe_timeout: Duration::from_secs(args.probe_timeout_secs),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -97,13 +104,18 @@ fn main() -> ExitCode {
         }
     };
     let json = args.json;
+    let json_out = args.json_out.clone();
     let result = runtime.block_on(attack::run(opts, |o| {
         if !json {
             eprintln!(
                 "{}: done in {:.1} s{}",
                 o.attack,
                 o.secs,
-                if o.checks.iter().all(|c| c.pass) { "" } else { " (some checks failed)" }
+                if o.checks.iter().all(|c| c.pass) {
+                    ""
+                } else {
+                    " (some checks failed)"
+                }
             );
         }
     }));
@@ -111,6 +123,15 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(outcomes) => {
+            if let Some(path) = &json_out {
+                let written = serde_json::to_string_pretty(&outcomes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| std::fs::write(path, s).map_err(|e| e.to_string()));
+                if let Err(e) = written {
+                    eprintln!("braid-attack: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
             if json {
                 match serde_json::to_string_pretty(&outcomes) {
                     Ok(s) => println!("{s}"),
