@@ -75,7 +75,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<Attacked, String> {
                         r.fetch_add(1, Ordering::Relaxed);
                     }
                     s.add_permits(1);
-                    if done % every == 0 {
+                    if done.is_multiple_of(every) {
                         if let Some(p) = pid.and_then(procfs::sample) {
                             let rss = p.rss as f64 / MIB as f64;
                             prog.lock().unwrap().1.push((done, rss, p.cpu));
