@@ -20,7 +20,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<Attacked, String> {
     let n = ctx
         .opts
         .churn_streams
-        .unwrap_or(if ctx.full() { 1_000_000 } else { 20_000 });
+        .unwrap_or(if ctx.full() { 1_000_000 } else { 3_000 });
     let every = if ctx.full() { 10_000 } else { (n / 10).max(1) };
     let tcp = TcpStream::connect(ctx.server)
         .await

@@ -15,7 +15,7 @@ const WINDOW: u64 = 256 * 1024;
 pub(crate) async fn run(ctx: &Ctx, smux: bool) -> Result<Attacked, String> {
     let (streams, cap) = match (smux, ctx.full()) {
         (false, true) => (256u32, 256 * WINDOW),
-        (false, false) => (16, 16 * WINDOW),
+        (false, false) => (8, 8 * WINDOW),
         (true, true) => (1, 1 << 30),
         (true, false) => (1, 32 * MIB),
     };

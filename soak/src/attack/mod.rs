@@ -127,7 +127,7 @@ pub struct Options {
     pub target_addr: Option<SocketAddr>,
     /// The external server's pid, for its stats.
     pub pid: Option<u32>,
-    /// Streams the churn opens (default: 1,000,000 full, 20,000 short).
+    /// Streams the churn opens (default: 1,000,000 full, 3,000 short).
     pub churn_streams: Option<u64>,
     /// `--max-receive-buffer` given to the server (default: the server's own, 64 MiB
     /// yamux and 4 MiB smux, at full scale; 1 MiB short).

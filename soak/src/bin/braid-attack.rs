@@ -41,7 +41,7 @@ struct Args {
     /// The pid of the --addr server, for its RSS, fds and CPU.
     #[arg(long)]
     pid: Option<u32>,
-    /// Streams the churn opens (default: 1,000,000 full, 20,000 short).
+    /// Streams the churn opens (default: 1,000,000 full, 3,000 short).
     #[arg(long)]
     streams: Option<u64>,
     /// --max-receive-buffer for the server, bytes (default: its own at full scale,
