@@ -2,6 +2,8 @@
 //! connections), the dispatch, and the write helper they share.
 
 use super::{churn, flood, procfs, slowread, wire, Attack, Attacked, Check, Ctx};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -179,19 +181,31 @@ async fn ping(ctx: &Ctx) -> Result<Attacked, String> {
 async fn drip(ctx: &Ctx) -> Result<Attacked, String> {
     let streams: u32 = if ctx.full() { 64 } else { 32 };
     let updates: u32 = if ctx.full() { 2_000_000 } else { 100_000 };
-    let mut tcp = TcpStream::connect(ctx.server)
+    let tcp = TcpStream::connect(ctx.server)
         .await
         .map_err(|e| e.to_string())?;
     let (local, remote) = (tcp.local_addr().map_err(|e| e.to_string())?, ctx.server);
+    let (mut rd, mut tcp) = tcp.into_split();
     let mut buf = Vec::new();
     for i in 0..streams {
         wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, 2 * i + 1, 0);
     }
     tcp.write_all(&buf).await.map_err(|e| e.to_string())?;
-    // The target sends on every stream; wait until what braid sends us stops growing:
-    // its windows are spent and its send buffers full.
+    // This attack reads (and drops) what braid sends, so that braid's writes are held
+    // by the window we grant and not by the socket: first every stream's initial
+    // window, then one byte per update.
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = rd.read(&mut sink).await {
+            g.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    // The target sends on every stream: wait until braid stops sending (its windows
+    // are spent, its send buffers fill).
     let queued = settle(
-        || procfs::tcp_rx_queue(local, remote).unwrap_or(0),
+        || got.load(Ordering::Relaxed),
         Duration::from_millis(500),
         Duration::from_secs(10),
     )
@@ -207,15 +221,17 @@ async fn drip(ctx: &Ctx) -> Result<Attacked, String> {
     drained(local, remote).await;
     let secs = start.elapsed().as_secs_f64();
     let after = ctx.sample();
+    let dripped = got.load(Ordering::Relaxed) - queued;
+    reader.abort();
     let mut a = Attacked {
         did: format!(
-            "{streams} yamux streams (target sends), {} 1-byte window updates, never read",
+            "{streams} yamux streams (target sends), {} 1-byte window updates",
             written / wire::Y_HEADER
         ),
         ..Default::default()
     };
     a.notes.push(format!(
-        "{queued} bytes waited unread in our socket before the drip; the server took it in {secs:.1} s"
+        "{queued} bytes received before the drip (the initial windows), {dripped} during it; the server took the updates in {secs:.1} s"
     ));
     if let (Some(b), Some(e)) = (before, after) {
         let growth = e.rss as f64 - b.rss as f64;
