@@ -311,7 +311,7 @@ async fn silent(ctx: &Ctx) -> Result<Attacked, String> {
             if by_flag {
                 " (--detect-timeout)"
             } else {
-                " (the server has no --detect-timeout: its documented default)"
+                " (no --detect-timeout given, or the server has none: the default)"
             }
         ),
         format!("{in_time} of {n}"),

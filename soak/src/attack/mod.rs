@@ -252,6 +252,7 @@ pub async fn run(
         if attack == Attack::SlowReadTls {
             if bin.is_none() {
                 let mut o = Outcome::new(attack.name(), &server_args);
+                o.skipped = true;
                 o.notes
                     .push("skipped: needs a server started with TLS by this program".into());
                 on_outcome(&o);

@@ -85,6 +85,8 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     /// Anything else worth knowing.
     pub notes: Vec<String>,
+    /// Not run (the reason is in the notes).
+    pub skipped: bool,
     /// Churn: (streams done, RSS MiB, CPU s) every sampling step.
     pub series: Vec<(u64, f64, f64)>,
 }
@@ -106,6 +108,7 @@ impl Outcome {
             server_alive: true,
             checks: Vec::new(),
             notes: Vec::new(),
+            skipped: false,
             series: Vec::new(),
         }
     }
@@ -122,6 +125,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
     s.push_str("| attack | what the attacker did | s | peak RSS MiB (base, end, after) | fds peak (base, after) | CPU s | normal client during / after |\n");
     s.push_str("|---|---|---|---|---|---|---|\n");
     for o in outcomes {
+        if o.skipped {
+            let _ = writeln!(s, "| {} | skipped | | | | | |", o.attack);
+            continue;
+        }
         let (rss, fds, cpu) = match &o.stats {
             Some(st) => (
                 format!(
