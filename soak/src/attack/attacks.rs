@@ -84,6 +84,16 @@ pub(crate) async fn drained(local: std::net::SocketAddr, server: std::net::Socke
     }
 }
 
+/// Waits (at most 10 s) until `want` of the target's connections have started sending.
+pub(crate) async fn sourcing(ctx: &Ctx, want: u64) {
+    let start = Instant::now();
+    while ctx.target.sourcing.load(Ordering::Relaxed) < want
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `f` has given the same value for `quiet` (at most `limit`); returns it.
 pub(crate) async fn settle(mut f: impl FnMut() -> u64, quiet: Duration, limit: Duration) -> u64 {
     let start = Instant::now();
@@ -116,20 +126,13 @@ async fn syn(ctx: &Ctx, smux: bool) -> Result<Attacked, String> {
             wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, id, 0);
         }
     }
-    let accepted0 = ctx
-        .target
-        .accepted
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let accepted0 = ctx.target.attackers();
     let mut written = 0;
     let stop = push(&mut tcp, &buf, stall(ctx), &mut written).await.err();
     // Let the server work through what it took: until the target sees no new connection
     // for a second.
     let accepted = settle(
-        || {
-            ctx.target
-                .accepted
-                .load(std::sync::atomic::Ordering::Relaxed)
-        },
+        || ctx.target.attackers(),
         Duration::from_secs(1),
         Duration::from_secs(30),
     )
@@ -190,6 +193,7 @@ async fn drip(ctx: &Ctx) -> Result<Attacked, String> {
     for i in 0..streams {
         wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, 2 * i + 1, 0);
     }
+    let sourcing0 = ctx.target.sourcing.load(Ordering::Relaxed);
     tcp.write_all(&buf).await.map_err(|e| e.to_string())?;
     // This attack reads (and drops) what braid sends, so that braid's writes are held
     // by the window we grant and not by the socket: first every stream's initial
@@ -204,6 +208,7 @@ async fn drip(ctx: &Ctx) -> Result<Attacked, String> {
     });
     // The target sends on every stream: wait until braid stops sending (its windows
     // are spent, its send buffers fill).
+    sourcing(ctx, sourcing0 + u64::from(streams)).await;
     let queued = settle(
         || got.load(Ordering::Relaxed),
         Duration::from_millis(500),

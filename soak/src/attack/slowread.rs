@@ -4,7 +4,7 @@
 //! connection is watched in /proc/net/tcp (whether the server's socket still has an
 //! owner), so the attacker still reads nothing.
 
-use super::attacks::settle;
+use super::attacks::{settle, sourcing};
 use super::{procfs, wire, Attacked, Check, Ctx, CLOSE_TIMEOUT};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -39,8 +39,13 @@ pub(crate) async fn run(ctx: &Ctx, tls: bool) -> Result<Attacked, String> {
     for i in 0..streams {
         wire::yamux(&mut buf, wire::Y_WINDOW, wire::F_SYN, 2 * i + 1, 0);
     }
+    let sourcing0 = ctx
+        .target
+        .sourcing
+        .load(std::sync::atomic::Ordering::Relaxed);
     io.write_all(&buf).await.map_err(|e| e.to_string())?;
     io.flush().await.map_err(|e| e.to_string())?;
+    sourcing(ctx, sourcing0 + u64::from(streams)).await;
     // The server wants to send: wait until what waits for us stops growing.
     let queued = settle(
         || procfs::tcp_rx_queue(local, ctx.server).unwrap_or(0),

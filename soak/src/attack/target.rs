@@ -13,8 +13,10 @@ use tokio::sync::watch;
 /// What the normal client sends first on each stream.
 pub const PROBE_MAGIC: &[u8; 8] = b"BRAIDPRB";
 
-/// How long a connection may stay silent before it is taken for an attacker's.
-const DECIDE: Duration = Duration::from_millis(100);
+/// How long a connection may stay silent before it is taken for an attacker's: the
+/// normal client sends its magic at once, but a server busy with an attack may forward
+/// it late. (A sink gains nothing by deciding early; a source starts writing late.)
+const DECIDE: Duration = Duration::from_secs(2);
 
 /// Receive buffer of accepted connections: small, so that a sink fills at once and the
 /// data a flood sends piles up in braid rather than in the kernel.
@@ -38,8 +40,12 @@ pub struct Target {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
     generation: watch::Sender<u64>,
-    /// Attackers' connections accepted so far (the normal client's are not counted).
-    pub accepted: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicU64>,
+    /// Of these, the normal client's.
+    probes: Arc<AtomicU64>,
+    /// Attackers' connections in [`Mode::Source`] that started writing.
+    pub sourcing: Arc<AtomicU64>,
 }
 
 impl Target {
@@ -54,7 +60,10 @@ impl Target {
         let mode = Arc::new(AtomicU8::new(Mode::Sink as u8));
         let (generation, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicU64::new(0));
+        let probes = Arc::new(AtomicU64::new(0));
+        let sourcing = Arc::new(AtomicU64::new(0));
         let (m, g, a) = (mode.clone(), generation.clone(), accepted.clone());
+        let (p, so) = (probes.clone(), sourcing.clone());
         tokio::spawn(async move {
             loop {
                 let tcp = match listener.accept().await {
@@ -65,16 +74,17 @@ impl Target {
                         continue;
                     }
                 };
+                a.fetch_add(1, Ordering::Relaxed);
                 let mode = match m.load(Ordering::Relaxed) {
                     0 => Mode::Sink,
                     1 => Mode::Echo,
                     _ => Mode::Source,
                 };
                 let mut stop = g.subscribe();
-                let a = a.clone();
+                let (p, so) = (p.clone(), so.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = serve(tcp, mode, &a) => {}
+                        _ = serve(tcp, mode, &p, &so) => {}
                         _ = stop.changed() => {}
                     }
                 });
@@ -85,6 +95,8 @@ impl Target {
             mode,
             generation,
             accepted,
+            probes,
+            sourcing,
         })
     }
 
@@ -93,21 +105,29 @@ impl Target {
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
 
+    /// Connections accepted so far that are not (or not yet known to be) the normal
+    /// client's.
+    pub fn attackers(&self) -> u64 {
+        let probes = self.probes.load(Ordering::Relaxed);
+        self.accepted.load(Ordering::Relaxed).saturating_sub(probes)
+    }
+
     /// Drops every connection accepted so far.
     pub fn reset(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
 }
 
-async fn serve(mut tcp: TcpStream, mode: Mode, accepted: &AtomicU64) {
+async fn serve(mut tcp: TcpStream, mode: Mode, probes: &AtomicU64, sourcing: &AtomicU64) {
     if is_probe(&tcp).await {
+        probes.fetch_add(1, Ordering::Relaxed);
         return echo(&mut tcp).await;
     }
-    accepted.fetch_add(1, Ordering::Relaxed);
     match mode {
         Mode::Sink => std::future::pending().await,
         Mode::Echo => echo(&mut tcp).await,
         Mode::Source => {
+            sourcing.fetch_add(1, Ordering::Relaxed);
             let chunk = vec![b's'; 64 * 1024];
             while tcp.write_all(&chunk).await.is_ok() {}
             std::future::pending().await
