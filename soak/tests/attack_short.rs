@@ -9,9 +9,8 @@
 //! (`CARGO_BIN_EXE_*` is per package), and this keeps the binary always current.
 //!
 //! Tests run one at a time (a lock): each attack measures a server process, and two at
-//! once would share the CPU. The assertions that fail against the current core are
-//! `#[ignore]`d until the fix of issue 13 lands; `cargo test -p braid-soak --test
-//! attack_short -- --ignored` runs them.
+//! once would share the CPU. Each bound failed before the fixes of issue 13 (figures in
+//! docs/security.md).
 
 use braid_soak::attack::{self, Attack, Options, Outcome, Scale};
 use std::path::PathBuf;
@@ -119,14 +118,11 @@ const SERVED: [&str; 2] = ["served during", "served after"];
 fn flood_yamux_1_byte_frames() {
     let o = run(Attack::FloodYamux);
     assert_checks(&o, &SERVED);
-    // enable when the core fix lands (issue 13): peak RSS 140 MiB against a bound of
     // 18 MiB (1 MiB budget) in the release build; see flood_yamux_peak_rss_bounded.
 }
 
 #[test]
-#[ignore]
 fn flood_yamux_peak_rss_bounded() {
-    // enable when the core fix lands (issue 13)
     assert_checks(&run(Attack::FloodYamux), &["flood peak RSS"]);
 }
 
@@ -136,9 +132,7 @@ fn flood_smux_1_byte_frames() {
 }
 
 #[test]
-#[ignore]
 fn flood_smux_peak_rss_bounded() {
-    // enable when the core fix lands (issue 13)
     assert_checks(&run(Attack::FloodSmux), &["flood peak RSS"]);
 }
 
@@ -170,9 +164,7 @@ fn slow_read_shutdown_over_tcp() {
 }
 
 #[test]
-#[ignore]
 fn slow_read_shutdown_over_tls() {
-    // enable when the core fix lands (issue 13)
     assert_checks(
         &run(Attack::SlowReadTls),
         &["released after end", SERVED[0], SERVED[1]],
@@ -180,10 +172,8 @@ fn slow_read_shutdown_over_tls() {
 }
 
 #[test]
-#[ignore]
 fn silent_connections_closed_by_detection_timeout() {
-    // enable when the core fix lands (issue 13); also needs `braid server
-    // --detect-timeout` (without it the bound is the 10 s default and the run takes 13 s)
+    // The server runs with `--detect-timeout 2000ms`.
     assert_checks(
         &run(Attack::Silent),
         &["silent closed", SERVED[0], SERVED[1]],
@@ -196,9 +186,7 @@ fn churn() {
 }
 
 #[test]
-#[ignore]
 fn churn_rss_flat() {
-    // enable when the core fix lands (issue 13)
     // 20,000 streams: at about 1 KiB per stream the growth shows above the 8 MiB bound.
     assert_checks(&run_with(Attack::Churn, Some(20_000)), &["churn RSS flat"]);
 }

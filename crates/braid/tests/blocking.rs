@@ -474,7 +474,11 @@ fn silent_peer_is_detected_by_keepalive() {
         let mut wire = Vec::new();
         silent.read_to_end(&mut wire).unwrap();
         let cmds: Vec<u8> = wire.chunks(8).map(|h| h[1]).collect();
-        assert_eq!(cmds.iter().filter(|&&c| c == 0).count(), 1, "one SYN: {cmds:?}");
+        assert_eq!(
+            cmds.iter().filter(|&&c| c == 0).count(),
+            1,
+            "one SYN: {cmds:?}"
+        );
         assert!(
             cmds.iter().all(|&c| c == 0 || c == 3) && cmds.len() >= 3,
             "{cmds:?}"
