@@ -39,6 +39,9 @@ if [[ $have_go == 1 ]]; then
 fi
 
 echo "== cargo test (all crates, unit, integration and doc tests)"
+# soak/tests/attack_short.rs attacks the `braid` binary this build makes for
+# braid-cli's tests (without it, that test builds one itself).
+export BRAID_BIN="$target_dir/debug/braid"
 cargo test --workspace --quiet
 echo "== cargo test, optional features"
 cargo test -p braid --features futures-io --test futures_io --quiet

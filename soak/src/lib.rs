@@ -203,3 +203,5 @@ pub async fn run_with_progress(
 ) -> Result<Report, SoakError> {
     engine::run(opts, &mut on_progress).await
 }
+
+pub mod attack;

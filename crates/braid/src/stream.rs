@@ -2,6 +2,7 @@
 
 use crate::shared::{Inner, Wakeups};
 use braid_proto::{ReadError, StreamEnd, StreamId, StreamStats, WriteError};
+use bytes::Bytes;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -88,6 +89,68 @@ impl StreamRef {
         };
         wake.wake_all();
         res
+    }
+
+    fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        let mut wake = Wakeups::default();
+        let res = {
+            let mut sh = self.inner.lock();
+            let paused = !sh.core.wants_read();
+            let res = match sh.core.read_chunk(self.id, max.max(1)) {
+                Ok(chunk) => Poll::Ready(Ok(chunk)),
+                Err(ReadError::Blocked) => {
+                    sh.register_read(self.id.0, cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(e.into())),
+            };
+            if matches!(res, Poll::Ready(Ok(Some(_))))
+                && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
+            {
+                sh.wake_driver(&mut wake);
+            }
+            res
+        };
+        wake.wake_all();
+        res
+    }
+
+    /// Queues as much of `data` as there is room for, without copying; what was taken
+    /// is removed from its front.
+    fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let mut wake = Wakeups::default();
+        let res = {
+            let mut sh = self.inner.lock();
+            match sh.core.write_chunk(self.id, data.clone()) {
+                Ok(n) => {
+                    let _ = data.split_to(n);
+                    sh.wake_driver(&mut wake);
+                    Poll::Ready(Ok(()))
+                }
+                Err(WriteError::Blocked) => {
+                    sh.register_write(self.id.0, cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(e.into())),
+            }
+        };
+        wake.wake_all();
+        res
+    }
+
+    /// Reads the next received chunk without copying it (at most `max` bytes); `None`
+    /// is end of stream.
+    async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Writes all of `data`, framing it as it is (no copy; chunks under 4 KiB are
+    /// copied together).
+    async fn write_chunk(&self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            poll_fn(|cx| self.poll_write_chunk(cx, &mut data)).await?;
+        }
+        Ok(())
     }
 
     fn reset(&self) {
@@ -211,6 +274,39 @@ impl Stream {
             .expect("a held stream is known to the session")
     }
 
+    /// Reads the next chunk of received data as it arrived, without copying it into a
+    /// buffer of yours: at most `max` bytes (at least 1), `Ok(None)` at end of stream.
+    /// Cancel-safe. Mixes freely with `AsyncRead`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::AsyncWriteExt;
+    /// let (a, b) = tokio::io::duplex(64 * 1024);
+    /// let client = braid::Session::client(a, braid::Config::default()).unwrap();
+    /// let server = braid::Session::server(b, braid::Config::default()).unwrap();
+    /// let mut out = client.open_stream().await?;
+    /// out.write_chunk(bytes::Bytes::from_static(b"hello")).await?;
+    /// out.shutdown().await?;
+    /// let mut inbound = server.accept_stream().await.unwrap();
+    /// let mut got = Vec::new();
+    /// while let Some(chunk) = inbound.read_chunk(64 * 1024).await? {
+    ///     got.extend_from_slice(&chunk);
+    /// }
+    /// assert_eq!(got, b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        self.stream.read_chunk(max).await
+    }
+
+    /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
+    /// copied together, so tiny chunks do not make tiny frames). Not cancel-safe: if
+    /// dropped, a prefix of `data` may have been queued.
+    pub async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data).await
+    }
+
     /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux
     /// sends RST (the peer's reads and writes fail with `ConnectionReset`); smux has no
     /// RST, so the peer sees end of stream and what it sends later is dropped.
@@ -255,6 +351,11 @@ impl OwnedReadHalf {
         self.stream.id.0
     }
 
+    /// See [`Stream::read_chunk`].
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        self.stream.read_chunk(max).await
+    }
+
     /// Aborts the whole stream; see [`Stream::reset`].
     pub fn reset(&self) {
         self.stream.reset();
@@ -265,6 +366,11 @@ impl OwnedWriteHalf {
     /// The stream's id.
     pub fn id(&self) -> u32 {
         self.stream.id.0
+    }
+
+    /// See [`Stream::write_chunk`].
+    pub async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data).await
     }
 
     /// Aborts the whole stream; see [`Stream::reset`].

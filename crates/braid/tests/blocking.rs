@@ -469,13 +469,14 @@ fn silent_peer_is_detected_by_keepalive() {
             client.closed(),
             ConnectionError::KeepAliveTimeout(Duration::from_millis(200))
         );
-        // The silent end got our SYN and keepalive NOPs, then end of file.
+        // The silent end got our SYN and keepalive NOPs (a client sends its first at
+        // once, so it may come before the SYN), then end of file.
         let mut wire = Vec::new();
         silent.read_to_end(&mut wire).unwrap();
         let cmds: Vec<u8> = wire.chunks(8).map(|h| h[1]).collect();
-        assert_eq!(cmds[0], 0, "SYN first: {cmds:?}");
+        assert_eq!(cmds.iter().filter(|&&c| c == 0).count(), 1, "one SYN: {cmds:?}");
         assert!(
-            cmds[1..].iter().all(|&c| c == 3) && cmds.len() >= 2,
+            cmds.iter().all(|&c| c == 0 || c == 3) && cmds.len() >= 3,
             "{cmds:?}"
         );
     });
