@@ -166,14 +166,19 @@ pub fn draw(path: &Path, specs: &[Spec], libs: &[Lib], runs: &[Run]) -> io::Resu
                 .y_label_area_size(44)
                 .build_cartesian_2d(0f64..xmax, 0f64..ymax)
                 .map_err(plot_err)?;
+            // Enough decimals for the labels to differ at small scales.
+            let decimals = |max: f64| (1.0 - max.log10().floor()).clamp(0.0, 4.0) as usize;
+            let (xd, yd) = (decimals(xmax), decimals(ymax));
+            let x_fmt = move |x: &f64| format!("{x:.xd$}s");
+            let y_fmt = move |y: &f64| format!("{y:.yd$}");
             chart
                 .configure_mesh()
                 .light_line_style(WHITE.mix(0.0))
                 .label_style(("sans-serif", 10))
                 .x_labels(6)
                 .y_labels(5)
-                .x_label_formatter(&|x| format!("{x:.1}s"))
-                .y_label_formatter(&|y| format!("{y:.0}"))
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&y_fmt)
                 .draw()
                 .map_err(plot_err)?;
             let envelope = lines.len() == 3 && lines[0].0 == "max";
