@@ -128,7 +128,11 @@ pub async fn bulk<O: Opener, A: Acceptor>(
                     "connection ended after accepting {i} of {streams} streams"
                 )));
             };
-            tasks.spawn(receive_and_reply(s, per_stream, chunk, received.clone(), i));
+            tasks.spawn(receive_and_reply(s, per_stream, chunk, received.clone(), i, keep));
+            // A finished task holds its stream until joined: drop the ones not kept now.
+            while let Some(r) = (!keep).then(|| tasks.try_join_next()).flatten() {
+                r.map_err(join_error)??;
+            }
         }
         let mut open = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -153,7 +157,7 @@ pub async fn bulk<O: Opener, A: Acceptor>(
             let mut tasks = JoinSet::new();
             for _ in 0..wave.min(streams - opened) {
                 let s = opener.open().await?;
-                tasks.spawn(send_and_wait(s, per_stream, payload.clone()));
+                tasks.spawn(send_and_wait(s, per_stream, payload.clone(), keep));
                 opened += 1;
             }
             while let Some(r) = tasks.join_next().await {
@@ -194,7 +198,21 @@ pub async fn bulk<O: Opener, A: Acceptor>(
     Ok(sample)
 }
 
-async fn send_and_wait<S: BenchStream>(mut s: S, bytes: u64, buf: Arc<[u8]>) -> io::Result<S> {
+/// Ends a stream in both directions: this side's FIN, then the peer's (for libraries
+/// that count a stream until both are through).
+async fn close_both<S: BenchStream>(s: &mut S) -> io::Result<()> {
+    s.close_write().await?;
+    let mut rest = [0u8; 64];
+    while s.read(&mut rest).await? > 0 {}
+    Ok(())
+}
+
+async fn send_and_wait<S: BenchStream>(
+    mut s: S,
+    bytes: u64,
+    buf: Arc<[u8]>,
+    keep: bool,
+) -> io::Result<S> {
     let mut left = bytes;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
@@ -208,6 +226,9 @@ async fn send_and_wait<S: BenchStream>(mut s: S, bytes: u64, buf: Arc<[u8]>) -> 
     if reply[0] != REPLY {
         return Err(invalid(format!("wrong reply byte {:#04x}", reply[0])));
     }
+    if !keep {
+        close_both(&mut s).await?;
+    }
     Ok(s)
 }
 
@@ -217,6 +238,7 @@ async fn receive_and_reply<S: BenchStream>(
     chunk: usize,
     counters: Arc<Vec<AtomicU64>>,
     index: usize,
+    keep: bool,
 ) -> io::Result<S> {
     let mut buf = vec![0u8; chunk];
     let mut got = 0u64;
@@ -234,6 +256,9 @@ async fn receive_and_reply<S: BenchStream>(
         return Err(invalid(format!("received {got} bytes, expected {expected}")));
     }
     s.write_all(&[REPLY]).await?;
+    if !keep {
+        close_both(&mut s).await?;
+    }
     Ok(s)
 }
 
