@@ -5,7 +5,7 @@
 use super::libs::{Acceptor, BenchStream, Opener};
 use super::sample::{cpu_seconds, peak_rss_kib, rss_kib, Sample, Series};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -63,42 +63,41 @@ async fn with_server_cause<T>(
 
 /// Records every receiving stream's byte count every `every` until stopped.
 struct Sampler {
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<(Vec<f64>, Vec<Vec<u64>>)>,
 }
 
 impl Sampler {
     fn start(counters: Arc<Vec<AtomicU64>>, start: Instant, every: Duration) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let (mut times, mut rows) = (Vec::new(), Vec::new());
             let mut tick = tokio::time::interval_at((start + every).into(), every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                if stopped.load(Ordering::Relaxed) {
-                    return (times, rows);
+                tokio::select! {
+                    _ = &mut stopped => return (times, rows),
+                    _ = tick.tick() => {
+                        times.push(start.elapsed().as_secs_f64());
+                        rows.push(counters.iter().map(|c| c.load(Ordering::Relaxed)).collect());
+                    }
                 }
-                times.push(start.elapsed().as_secs_f64());
-                rows.push(counters.iter().map(|c| c.load(Ordering::Relaxed)).collect());
             }
         });
         Sampler { stop, task }
     }
 
     /// Stops sampling and adds the final counts at `end` seconds.
-    async fn finish(self, counters: &[AtomicU64], end: f64) -> Series {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.abort();
-        let (mut t_s, mut rows) = self.task.await.unwrap_or_default();
+    async fn finish(self, counters: &[AtomicU64], end: f64) -> io::Result<Series> {
+        let _ = self.stop.send(());
+        let (mut t_s, mut rows) = self.task.await.map_err(join_error)?;
         t_s.push(end);
         rows.push(counters.iter().map(|c| c.load(Ordering::Relaxed)).collect());
         // Transpose: one row per stream.
         let bytes = (0..counters.len())
-            .map(|i| rows.iter().map(|r| r[i]).collect())
+            .map(|i| rows.iter().map(|r: &Vec<u64>| r[i]).collect())
             .collect();
-        Series { t_s, bytes }
+        Ok(Series { t_s, bytes })
     }
 }
 
@@ -173,7 +172,7 @@ pub async fn bulk<O: Opener, A: Acceptor>(
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let series = match sampler {
-        Some(s) => Some(s.finish(&counters, elapsed).await),
+        Some(s) => Some(s.finish(&counters, elapsed).await?),
         None => None,
     };
     let client_streams = match client {
