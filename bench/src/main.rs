@@ -75,3 +75,58 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_cli::bench::child::ChildWorkload;
+    use clap::Parser;
+
+    fn args(lib: &str, workload: &[&str]) -> ChildArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: ChildArgs,
+        }
+        let mut argv = vec!["child", "--lib", lib, "--workload"];
+        argv.extend_from_slice(workload);
+        Wrap::parse_from(argv).args
+    }
+
+    /// Every peer crate's adapter passes the engine's checks at tiny sizes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_peer_runs_bulk_latency_and_churn() {
+        for lib in ["yamux", "tokio-yamux", "async_smux", "tokio_smux"] {
+            let bulk = args(
+                lib,
+                &[
+                    "bulk",
+                    "--streams",
+                    "3",
+                    "--bytes",
+                    "300000",
+                    "--sample-ms",
+                    "1",
+                ],
+            );
+            let s = dispatch(&bulk).unwrap().await.unwrap();
+            assert!(s.ok && s.bytes == 900_000, "{lib}: {s:?}");
+            assert_eq!(s.series.unwrap().bytes.len(), 3, "{lib}");
+            let latency = args(lib, &["latency", "--round-trips", "20"]);
+            assert_eq!(latency.workload, ChildWorkload::Latency);
+            let s = dispatch(&latency).unwrap().await.unwrap();
+            assert_eq!(s.round_trips, Some(20), "{lib}");
+            let churn = args(lib, &["churn", "--duration-ms", "30", "--workers", "2"]);
+            let s = dispatch(&churn).unwrap().await.unwrap();
+            assert!(s.streams > 0, "{lib}: {s:?}");
+        }
+        // yamux 0.14 cannot hold 1000 streams: opened in waves, or n/a for idle.
+        let wide = args("yamux", &["bulk", "--streams", "600", "--bytes", "1000"]);
+        let s = dispatch(&wide).unwrap().await.unwrap();
+        assert!(s.note.unwrap().contains("waves of 256"));
+        let idle = args("yamux", &["idle", "--streams", "1000"]);
+        let s = dispatch(&idle).unwrap().await.unwrap();
+        assert_eq!(s.na.as_deref(), Some("at most 512 streams per connection"));
+        assert!(dispatch(&args("nonesuch", &["bulk"])).is_none());
+    }
+}

@@ -120,7 +120,15 @@ pub async fn with<O: Opener, A: Acceptor>(
     match args.workload {
         ChildWorkload::Bulk => {
             let every = (args.sample_ms > 0).then(|| Duration::from_millis(args.sample_ms));
-            workload::bulk(opener, acceptor, args.streams, args.bytes, args.chunk, every).await
+            workload::bulk(
+                opener,
+                acceptor,
+                args.streams,
+                args.bytes,
+                args.chunk,
+                every,
+            )
+            .await
         }
         ChildWorkload::Latency => {
             workload::latency(opener, acceptor, args.round_trips, args.size).await
@@ -138,7 +146,11 @@ pub async fn with<O: Opener, A: Acceptor>(
 pub fn builtin(args: &ChildArgs) -> Option<Pin<Box<dyn Future<Output = io::Result<Sample>> + '_>>> {
     use braid::Protocol;
     let protocol = match args.lib.as_str() {
-        "tcp" => return Some(Box::pin(async move { with(libs::tcp().await?, args).await })),
+        "tcp" => {
+            return Some(Box::pin(
+                async move { with(libs::tcp().await?, args).await },
+            ))
+        }
         "braid-smux1" => Protocol::SmuxV1,
         "braid-smux2" => Protocol::SmuxV2,
         "braid-yamux" => Protocol::Yamux,

@@ -103,9 +103,7 @@ pub enum Workload {
 }
 
 /// A multiplexing protocol.
-#[derive(
-    clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize,
-)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// smux version 1.
@@ -198,7 +196,9 @@ fn validate(args: &BenchArgs) -> io::Result<()> {
         return Err(invalid("--sample-ms must be >= 1"));
     }
     if args.plot.is_some() && !args.workload.contains(&Workload::Bulk) {
-        return Err(invalid("--plot draws the bulk runs: add bulk to --workload"));
+        return Err(invalid(
+            "--plot draws the bulk runs: add bulk to --workload",
+        ));
     }
     Ok(())
 }
@@ -214,13 +214,13 @@ fn specs(args: &BenchArgs) -> Vec<Spec> {
     let mut specs = Vec::new();
     for w in workloads {
         match w {
-            Workload::Bulk => specs.extend(args.bulk.iter().map(|&(streams, per_stream)| {
-                Spec::Bulk {
+            Workload::Bulk => {
+                specs.extend(args.bulk.iter().map(|&(streams, per_stream)| Spec::Bulk {
                     streams,
                     per_stream,
                     chunk: args.chunk as usize,
-                }
-            })),
+                }))
+            }
             Workload::Latency => specs.push(Spec::Latency {
                 round_trips: args.round_trips,
             }),

@@ -125,7 +125,10 @@ pub fn draw(path: &Path, specs: &[Spec], libs: &[Lib], runs: &[Run]) -> io::Resu
                         .and_then(|r| r.sample.na.clone().or(r.sample.error.clone()))
                         .unwrap_or_else(|| "no run".into());
                     let why: String = why.chars().take(40).collect();
-                    (format!("{} {}: {why}", lib.name(), spec.label()), Vec::new())
+                    (
+                        format!("{} {}: {why}", lib.name(), spec.label()),
+                        Vec::new(),
+                    )
                 }
             });
         }
@@ -138,7 +141,10 @@ pub fn draw(path: &Path, specs: &[Spec], libs: &[Lib], runs: &[Run]) -> io::Resu
                 .iter()
                 .flat_map(|row| row[c].1.iter().flat_map(|(_, p)| p.iter()));
             let (x, y) = points.fold((0.0f64, 0.0f64), |(x, y), &(t, v)| (x.max(t), y.max(v)));
-            (x.max(1e-3) * 1.02, y.max(1e-3) * 1.08)
+            // Room above the lines for the legend of min / median / max.
+            let envelope = panels.iter().any(|row| row[c].1.len() == 3 && row[c].1[0].0 == "max");
+            let headroom = if envelope { 1.45 } else { 1.08 };
+            (x.max(1e-3) * 1.02, y.max(1e-3) * headroom)
         })
         .collect();
 
@@ -189,7 +195,10 @@ pub fn draw(path: &Path, specs: &[Spec], libs: &[Lib], runs: &[Run]) -> io::Resu
                     Palette99::pick(i).to_rgba()
                 };
                 let series = chart
-                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(1)))
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(1),
+                    ))
                     .map_err(plot_err)?;
                 if envelope {
                     series.label(label.clone()).legend(move |(x, y)| {

@@ -234,14 +234,24 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                     human_bytes(*per_stream),
                     human_bytes(*chunk as u64)
                 );
-                ["MB/s", "% TCP", "x peer", "CPU s", "CPU s/GB", "RSS MiB", ""]
+                [
+                    "MB/s", "% TCP", "x peer", "CPU s", "CPU s/GB", "RSS MiB", "",
+                ]
             }
             Spec::Latency { round_trips } => {
                 println!(
                     "latency: {PING_SIZE}-byte ping-pong on one stream, {round_trips} round trips \
                      (x: multiple of the time)"
                 );
-                ["p50 us", "p99 us", "p50 xTCP", "p99 xTCP", "p50 xpeer", "CPU s", ""]
+                [
+                    "p50 us",
+                    "p99 us",
+                    "p50 xTCP",
+                    "p99 xTCP",
+                    "p50 xpeer",
+                    "CPU s",
+                    "",
+                ]
             }
             Spec::Churn {
                 duration_ms,
@@ -262,8 +272,13 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                 ["B/stream", "x peer", "growth MiB", "RSS MiB", "", "", ""]
             }
         };
+        // Without peers the peer column would be all dashes.
+        let shown: Vec<bool> = cols
+            .iter()
+            .map(|c| !c.is_empty() && (any_peer || !c.contains("peer")))
+            .collect();
         print!("{:<12}", "library");
-        for c in cols.iter().filter(|c| !c.is_empty()) {
+        for (c, _) in cols.iter().zip(&shown).filter(|(_, &s)| s) {
             print!(" {c:>9}");
         }
         println!(" {:>5}", "runs");
@@ -295,7 +310,11 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                 Spec::Idle { .. } => vec![
                     fmt(r.value, 0),
                     fmt(r.vs_best_peer, 2),
-                    fmt(r.value.map(|v| v * r.spec_streams() as f64 / (1 << 20) as f64), 1),
+                    fmt(
+                        r.value
+                            .map(|v| v * r.spec_streams() as f64 / (1 << 20) as f64),
+                        1,
+                    ),
                     fmt(r.peak_rss_mib, 1),
                 ],
             };
@@ -303,7 +322,7 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                 Some(text) => println!("{:<12} {text}", r.lib.name()),
                 None => {
                     print!("{:<12}", r.lib.name());
-                    for c in cells {
+                    for (c, _) in cells.iter().zip(&shown).filter(|(_, &s)| s) {
                         print!(" {c:>9}");
                     }
                     println!(" {:>5}", format!("{}/{}", r.ok_runs, r.runs));
@@ -316,7 +335,10 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
             .collect();
         bests.dedup();
         if !bests.is_empty() {
-            println!("  x peer: braid against the best peer of its protocol ({})", bests.join(", "));
+            println!(
+                "  x peer: braid against the best peer of its protocol ({})",
+                bests.join(", ")
+            );
         } else if any_peer {
             println!("  x peer: no peer of the same protocol succeeded");
         }
@@ -351,7 +373,10 @@ impl Row {
 /// The one-line summary: braid's worst figure per workload against TCP and, where peers
 /// ran, against the best peer.
 fn summary(rows: &[Row]) -> Vec<String> {
-    let braid = || rows.iter().filter(|r| !r.lib.is_peer() && r.lib != Lib::Tcp);
+    let braid = || {
+        rows.iter()
+            .filter(|r| !r.lib.is_peer() && r.lib != Lib::Tcp)
+    };
     let worst = |kind: fn(&Spec) -> bool,
                  field: fn(&Row) -> Option<f64>,
                  higher_worse: bool|
@@ -386,7 +411,11 @@ fn summary(rows: &[Row]) -> Vec<String> {
         out.push(format!("latency p50 <= {v:.2}x TCP ({})", r.lib.name()));
     }
     if let Some((r, v)) = worst(is_churn, |r| r.vs_tcp, false) {
-        out.push(format!("churn >= {:.0}% of TCP ({})", v * 100.0, r.lib.name()));
+        out.push(format!(
+            "churn >= {:.0}% of TCP ({})",
+            v * 100.0,
+            r.lib.name()
+        ));
     }
     if let Some((r, v)) = worst(is_idle, |r| r.value, true) {
         out.push(format!("idle <= {v:.0} B/stream ({})", r.lib.name()));
@@ -424,7 +453,13 @@ mod tests {
             per_stream: 1_000_000_000,
             chunk: 131072,
         };
-        let libs = [Lib::Tcp, Lib::BraidSmux1, Lib::GoSmux1, Lib::AsyncSmux, Lib::GoYamux];
+        let libs = [
+            Lib::Tcp,
+            Lib::BraidSmux1,
+            Lib::GoSmux1,
+            Lib::AsyncSmux,
+            Lib::GoYamux,
+        ];
         let mut runs = vec![
             run(0, Lib::Tcp, 200.0),
             run(0, Lib::BraidSmux1, 150.0),

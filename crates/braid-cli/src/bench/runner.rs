@@ -428,7 +428,14 @@ fn rust_peers(braid: &Path) -> Result<PathBuf, String> {
         eprintln!("braid bench: building braid-bench (the Rust peer crates) with cargo ...");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--profile", profile, "-p", "braid-bench"])
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                profile,
+                "-p",
+                "braid-bench",
+            ])
             .arg("--manifest-path")
             .arg(root.join("Cargo.toml"))
             .env("CARGO_TARGET_DIR", target)

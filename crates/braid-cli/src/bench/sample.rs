@@ -138,7 +138,10 @@ mod tests {
             ..Sample::default()
         };
         let line = serde_json::to_string(&s).unwrap();
-        assert!(!line.contains("p50_us") && !line.contains("series"), "{line}");
+        assert!(
+            !line.contains("p50_us") && !line.contains("series"),
+            "{line}"
+        );
         let back: Sample = serde_json::from_str(&line).unwrap();
         assert_eq!(back.mb_per_s, Some(10.0));
         assert_eq!(back.p50_us, None);

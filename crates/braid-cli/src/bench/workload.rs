@@ -127,7 +127,14 @@ pub async fn bulk<O: Opener, A: Acceptor>(
                     "connection ended after accepting {i} of {streams} streams"
                 )));
             };
-            tasks.spawn(receive_and_reply(s, per_stream, chunk, received.clone(), i, keep));
+            tasks.spawn(receive_and_reply(
+                s,
+                per_stream,
+                chunk,
+                received.clone(),
+                i,
+                keep,
+            ));
             // A finished task holds its stream until joined: drop the ones not kept now.
             while let Some(r) = (!keep).then(|| tasks.try_join_next()).flatten() {
                 r.map_err(join_error)??;
@@ -252,7 +259,9 @@ async fn receive_and_reply<S: BenchStream>(
         counters[index].store(got, Ordering::Relaxed);
     }
     if got != expected {
-        return Err(invalid(format!("received {got} bytes, expected {expected}")));
+        return Err(invalid(format!(
+            "received {got} bytes, expected {expected}"
+        )));
     }
     s.write_all(&[REPLY]).await?;
     if !keep {
