@@ -158,6 +158,12 @@ impl Opener for TokioYamuxOpener {
             .map_err(|e| io::Error::other(format!("tokio-yamux open: {e:?}")))?;
         Ok(TokioIo(WriteStallFix::new(stream)))
     }
+
+    fn max_streams(&self) -> Option<usize> {
+        // `Config::default().max_stream_count`: beyond it the server refuses streams
+        // (and the benchmark's opener would wait for ever).
+        Some(tokio_yamux::config::DEFAULT_MAX_STREAM_COUNT)
+    }
 }
 
 impl Acceptor for TokioYamuxAcceptor {

@@ -142,7 +142,9 @@ pub fn draw(path: &Path, specs: &[Spec], libs: &[Lib], runs: &[Run]) -> io::Resu
                 .flat_map(|row| row[c].1.iter().flat_map(|(_, p)| p.iter()));
             let (x, y) = points.fold((0.0f64, 0.0f64), |(x, y), &(t, v)| (x.max(t), y.max(v)));
             // Room above the lines for the legend of min / median / max.
-            let envelope = panels.iter().any(|row| row[c].1.len() == 3 && row[c].1[0].0 == "max");
+            let envelope = panels
+                .iter()
+                .any(|row| row[c].1.len() == 3 && row[c].1[0].0 == "max");
             let headroom = if envelope { 1.45 } else { 1.08 };
             (x.max(1e-3) * 1.02, y.max(1e-3) * headroom)
         })

@@ -174,7 +174,12 @@ pub fn print_json(rows: &[Row], runs: &[Run]) -> io::Result<()> {
 
 /// Bytes in the units people read (decimal, as the sizes are given).
 pub fn human_bytes(b: u64) -> String {
+    // Decimal when the count is round in decimal (2G, 100M), binary when round in binary
+    // (512MiB, 128KiB).
     let (v, unit) = match b {
+        _ if b >= 1_000_000_000 && b % 100_000_000 == 0 => (b as f64 / 1e9, "GB"),
+        _ if b >= 1_000_000 && b % 100_000 == 0 => (b as f64 / 1e6, "MB"),
+        _ if b >= 1_000 && b % 100 == 0 => (b as f64 / 1e3, "KB"),
         _ if b >= 1 << 30 && b % (1 << 20) == 0 => (b as f64 / (1u64 << 30) as f64, "GiB"),
         _ if b >= 1 << 20 && b % (1 << 10) == 0 => (b as f64 / (1u64 << 20) as f64, "MiB"),
         _ if b >= 1 << 10 && b % (1 << 10) == 0 => (b as f64 / 1024.0, "KiB"),
@@ -524,5 +529,7 @@ mod tests {
         assert_eq!(human_bytes(100_000_000), "100 MB");
         assert_eq!(human_bytes(131072), "128 KiB");
         assert_eq!(human_bytes(7), "7 B");
+        assert_eq!(human_bytes(256_000), "256 KB");
+        assert_eq!(human_bytes(1_234_567), "1.23 MB");
     }
 }
