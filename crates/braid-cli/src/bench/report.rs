@@ -177,12 +177,12 @@ pub fn human_bytes(b: u64) -> String {
     // Decimal when the count is round in decimal (2G, 100M), binary when round in binary
     // (512MiB, 128KiB).
     let (v, unit) = match b {
-        _ if b >= 1_000_000_000 && b % 100_000_000 == 0 => (b as f64 / 1e9, "GB"),
-        _ if b >= 1_000_000 && b % 100_000 == 0 => (b as f64 / 1e6, "MB"),
-        _ if b >= 1_000 && b % 100 == 0 => (b as f64 / 1e3, "KB"),
-        _ if b >= 1 << 30 && b % (1 << 20) == 0 => (b as f64 / (1u64 << 30) as f64, "GiB"),
-        _ if b >= 1 << 20 && b % (1 << 10) == 0 => (b as f64 / (1u64 << 20) as f64, "MiB"),
-        _ if b >= 1 << 10 && b % (1 << 10) == 0 => (b as f64 / 1024.0, "KiB"),
+        _ if b >= 1_000_000_000 && b.is_multiple_of(100_000_000) => (b as f64 / 1e9, "GB"),
+        _ if b >= 1_000_000 && b.is_multiple_of(100_000) => (b as f64 / 1e6, "MB"),
+        _ if b >= 1_000 && b.is_multiple_of(100) => (b as f64 / 1e3, "KB"),
+        _ if b >= 1 << 30 && b.is_multiple_of(1 << 20) => (b as f64 / (1u64 << 30) as f64, "GiB"),
+        _ if b >= 1 << 20 && b.is_multiple_of(1 << 10) => (b as f64 / (1u64 << 20) as f64, "MiB"),
+        _ if b >= 1 << 10 && b.is_multiple_of(1 << 10) => (b as f64 / 1024.0, "KiB"),
         _ if b >= 1_000_000_000 => (b as f64 / 1e9, "GB"),
         _ if b >= 1_000_000 => (b as f64 / 1e6, "MB"),
         _ if b >= 1_000 => (b as f64 / 1e3, "KB"),
