@@ -274,7 +274,7 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                     "idle: {streams} idle streams in one session, RSS growth of the process \
                      (both ends)"
                 );
-                ["B/stream", "x peer", "growth MiB", "RSS MiB", "", "", ""]
+                ["B/stream", "x peer", "grown MiB", "RSS MiB", "", "", ""]
             }
         };
         // Without peers the peer column would be all dashes.
