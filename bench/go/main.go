@@ -1,6 +1,8 @@
-// Command braid-bench-go is the Go peer of braid-bench: it runs one workload with one
-// Go multiplexer (client and server in this process, over loopback TCP) and prints one
-// JSON line with the result, in the same form as `braid-bench peer`.
+// Command braid-bench-go is the Go peer of `braid bench --peers`: it runs one workload
+// with one Go multiplexer (client and server in this process, over loopback TCP) and
+// prints one JSON line with the result, in the same form and with the same flags as
+// `braid bench-child` (crates/braid-cli/src/bench/workload.rs has the Rust side of each
+// workload; this file does the same steps).
 //
 // It links Debian's github.com/xtaci/smux and github.com/hashicorp/yamux and is built
 // in GOPATH mode:
@@ -8,14 +10,9 @@
 //	cd bench/go && GO111MODULE=off GOPATH=/usr/share/gocode go build -o braid-bench-go .
 //
 // Both libraries run with their DefaultConfig (yamux logs to stderr, its default).
-// Neither has a usable half-close: xtaci/smux's Close ends both directions, and
-// hashicorp/yamux (Debian's 2019 snapshot) sends a FIN but then reads EOF as soon as the
-// receive buffer is empty, so a reply sent after the FIN is lost. Bulk senders therefore
-// announce the length in an 8-byte big-endian prefix instead of half-closing.
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -36,21 +34,32 @@ import (
 // reply is the byte a bulk receiver answers with once it has read everything.
 const reply = 0xA5
 
-// sample is the result line; the field names match the Rust peer's.
+// warmUp is the number of untimed latency round trips before the timed ones.
+const warmUp = 100
+
+// series is each receiving stream's byte count over time (bulk, when asked for).
+type series struct {
+	TS    []float64  `json:"t_s"`
+	Bytes [][]uint64 `json:"bytes"`
+}
+
+// sample is the result line; the field names match the Rust child's.
 type sample struct {
-	OK          bool     `json:"ok"`
-	Error       string   `json:"error,omitempty"`
-	Note        string   `json:"note,omitempty"`
-	ElapsedS    float64  `json:"elapsed_s"`
-	Bytes       uint64   `json:"bytes"`
-	Streams     uint64   `json:"streams"`
-	MBPerS      *float64 `json:"mb_per_s,omitempty"`
-	RoundTrips  *uint64  `json:"round_trips,omitempty"`
-	P50Us       *float64 `json:"p50_us,omitempty"`
-	P99Us       *float64 `json:"p99_us,omitempty"`
-	StreamsPerS *float64 `json:"streams_per_s,omitempty"`
-	CPUS        float64  `json:"cpu_s"`
-	PeakRSSKiB  uint64   `json:"peak_rss_kib"`
+	OK           bool     `json:"ok"`
+	Error        string   `json:"error,omitempty"`
+	Note         string   `json:"note,omitempty"`
+	ElapsedS     float64  `json:"elapsed_s"`
+	Bytes        uint64   `json:"bytes"`
+	Streams      uint64   `json:"streams"`
+	MBPerS       *float64 `json:"mb_per_s,omitempty"`
+	RoundTrips   *uint64  `json:"round_trips,omitempty"`
+	P50Us        *float64 `json:"p50_us,omitempty"`
+	P99Us        *float64 `json:"p99_us,omitempty"`
+	StreamsPerS  *float64 `json:"streams_per_s,omitempty"`
+	RSSGrowthKiB *uint64  `json:"rss_growth_kib,omitempty"`
+	CPUS         float64  `json:"cpu_s"`
+	PeakRSSKiB   uint64   `json:"peak_rss_kib"`
+	Series       *series  `json:"series,omitempty"`
 }
 
 // stream is what the workloads need of a multiplexed stream.
@@ -63,10 +72,6 @@ type stream interface {
 type mux struct {
 	open   func() (stream, error)
 	accept func() (stream, error)
-	// halfClose: Close ends only our sending side, the peer can still reply.
-	halfClose bool
-	// note says how bulk senders mark the end without half-close.
-	note string
 }
 
 // tcpPair connects two loopback TCP sockets (Go sets TCP_NODELAY by default).
@@ -117,10 +122,8 @@ func newMux(lib string) (*mux, error) {
 			return nil, err
 		}
 		return &mux{
-			open:      func() (stream, error) { return cs.OpenStream() },
-			accept:    func() (stream, error) { return ss.AcceptStream() },
-			halfClose: false,
-			note:      "no half-close: 8-byte length prefix",
+			open:   func() (stream, error) { return cs.OpenStream() },
+			accept: func() (stream, error) { return ss.AcceptStream() },
 		}, nil
 	case "yamux":
 		cs, err := yamux.Client(client, yamux.DefaultConfig())
@@ -134,10 +137,6 @@ func newMux(lib string) (*mux, error) {
 		return &mux{
 			open:   func() (stream, error) { return cs.OpenStream() },
 			accept: func() (stream, error) { return ss.AcceptStream() },
-			// This version (2019) half-closes on the wire, but a stream closed locally
-			// reads EOF as soon as its buffer is empty: the reply would be lost.
-			halfClose: false,
-			note:      "reads after Close see EOF (2019 version): 8-byte length prefix",
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown library %q (smux1, smux2, yamux)", lib)
@@ -153,21 +152,6 @@ func readFull(r io.Reader, buf []byte) (bool, error) {
 		return false, fmt.Errorf("read %d of %d bytes: %w", n, len(buf), err)
 	}
 	return true, nil
-}
-
-// readToEnd reads until EOF and returns the byte count.
-func readToEnd(r io.Reader, buf []byte) (uint64, error) {
-	var total uint64
-	for {
-		n, err := r.Read(buf)
-		total += uint64(n)
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }
 
 // firstError keeps the first error reported from many goroutines.
@@ -193,9 +177,68 @@ func (f *firstError) get() error {
 	return f.err
 }
 
-func bulk(m *mux, streams int, perStream uint64, chunk int) (*sample, error) {
+// sampler records each counter every period until stopped.
+type sampler struct {
+	stop chan struct{}
+	done chan struct{}
+	s    series
+}
+
+func startSampler(counters []uint64, start time.Time, period time.Duration) *sampler {
+	sm := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(sm.done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sm.stop:
+				return
+			case <-tick.C:
+				sm.record(counters, time.Since(start).Seconds())
+			}
+		}
+	}()
+	return sm
+}
+
+func (sm *sampler) record(counters []uint64, t float64) {
+	sm.s.TS = append(sm.s.TS, t)
+	if sm.s.Bytes == nil {
+		sm.s.Bytes = make([][]uint64, len(counters))
+	}
+	for i := range counters {
+		sm.s.Bytes[i] = append(sm.s.Bytes[i], atomic.LoadUint64(&counters[i]))
+	}
+}
+
+// finish stops sampling and adds the final counts at end seconds.
+func (sm *sampler) finish(counters []uint64, end float64) *series {
+	close(sm.stop)
+	<-sm.done
+	sm.record(counters, end)
+	return &sm.s
+}
+
+// bulk: the client opens the streams at once, each writes perStream bytes in
+// chunk-sized writes and waits for a one-byte reply; the server reads each with a
+// chunk-sized buffer until all its bytes arrived and replies. Streams stay open.
+func bulk(m *mux, streams int, perStream uint64, chunk int, samplePeriod time.Duration) (*sample, error) {
+	counters := make([]uint64, streams)
 	var serverErr firstError
 	var serverWG sync.WaitGroup
+	var held []stream
+	var heldMu sync.Mutex
+	keep := func(s stream) {
+		heldMu.Lock()
+		held = append(held, s)
+		heldMu.Unlock()
+	}
+	defer func() {
+		for _, s := range held {
+			s.Close()
+		}
+	}()
 	serverWG.Add(1)
 	go func() {
 		defer serverWG.Done()
@@ -206,11 +249,12 @@ func bulk(m *mux, streams int, perStream uint64, chunk int) (*sample, error) {
 				serverErr.set(fmt.Errorf("accept %d of %d: %w", i, streams, err))
 				return
 			}
+			keep(s)
 			wg.Add(1)
-			go func() {
+			go func(i int) {
 				defer wg.Done()
-				serverErr.set(receiveAndReply(m, s, perStream, chunk))
-			}()
+				serverErr.set(receiveAndReply(s, perStream, chunk, &counters[i]))
+			}(i)
 		}
 		wg.Wait()
 	}()
@@ -225,21 +269,30 @@ func bulk(m *mux, streams int, perStream uint64, chunk int) (*sample, error) {
 	var wg sync.WaitGroup
 	cpu0 := cpuSeconds()
 	start := time.Now()
+	var sm *sampler
+	if samplePeriod > 0 {
+		sm = startSampler(counters, start, samplePeriod)
+	}
 	for i := 0; i < streams; i++ {
 		s, err := m.open()
 		if err != nil {
 			clientErr.set(fmt.Errorf("open %d: %w", i, err))
 			break
 		}
+		keep(s)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			clientErr.set(sendAndWait(m, s, perStream, payload))
+			clientErr.set(sendAndWait(s, perStream, payload))
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
 	cpu := cpuSeconds() - cpu0
+	var ser *series
+	if sm != nil {
+		ser = sm.finish(counters, elapsed)
+	}
 	if err := clientErr.get(); err != nil {
 		time.Sleep(100 * time.Millisecond)
 		if serr := serverErr.get(); serr != nil {
@@ -253,24 +306,14 @@ func bulk(m *mux, streams int, perStream uint64, chunk int) (*sample, error) {
 	}
 	total := perStream * uint64(streams)
 	mbps := float64(total) / elapsed / 1e6
-	s := &sample{OK: true, ElapsedS: elapsed, Bytes: total, Streams: uint64(streams),
-		MBPerS: &mbps, CPUS: cpu, PeakRSSKiB: peakRSSKiB()}
-	s.Note = m.note
-	return s, nil
+	return &sample{OK: true, ElapsedS: elapsed, Bytes: total, Streams: uint64(streams),
+		MBPerS: &mbps, CPUS: cpu, PeakRSSKiB: peakRSSKiB(), Series: ser}, nil
 }
 
-func sendAndWait(m *mux, s stream, bytes uint64, buf []byte) error {
-	defer s.Close()
-	chunk := len(buf)
-	if !m.halfClose {
-		var prefix [8]byte
-		binary.BigEndian.PutUint64(prefix[:], bytes)
-		if _, err := s.Write(prefix[:]); err != nil {
-			return err
-		}
-	}
+func sendAndWait(s stream, bytes uint64, buf []byte) error {
+	chunk := uint64(len(buf))
 	for left := bytes; left > 0; {
-		n := uint64(chunk)
+		n := chunk
 		if left < n {
 			n = left
 		}
@@ -278,11 +321,6 @@ func sendAndWait(m *mux, s stream, bytes uint64, buf []byte) error {
 			return err
 		}
 		left -= n
-	}
-	if m.halfClose {
-		if err := s.Close(); err != nil {
-			return err
-		}
 	}
 	var r [1]byte
 	ok, err := readFull(s, r[:])
@@ -295,59 +333,28 @@ func sendAndWait(m *mux, s stream, bytes uint64, buf []byte) error {
 	if r[0] != reply {
 		return fmt.Errorf("wrong reply byte %#02x", r[0])
 	}
-	extra, err := readToEnd(s, make([]byte, 64))
-	if err != nil {
-		return err
-	}
-	if extra != 0 {
-		return fmt.Errorf("%d unexpected bytes after the reply", extra)
-	}
 	return nil
 }
 
-func receiveAndReply(m *mux, s stream, expected uint64, chunk int) error {
-	defer s.Close()
+func receiveAndReply(s stream, expected uint64, chunk int, counter *uint64) error {
 	buf := make([]byte, chunk)
-	if m.halfClose {
-		got, err := readToEnd(s, buf)
-		if err != nil {
+	var got uint64
+	for got < expected {
+		n, err := s.Read(buf)
+		got += uint64(n)
+		atomic.StoreUint64(counter, got)
+		if err == io.EOF && got < expected {
+			return fmt.Errorf("stream ended after %d of %d bytes", got, expected)
+		}
+		if err != nil && err != io.EOF {
 			return err
 		}
-		if got != expected {
-			return fmt.Errorf("received %d bytes, expected %d", got, expected)
-		}
-	} else {
-		var prefix [8]byte
-		ok, err := readFull(s, prefix[:])
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("stream ended before the length prefix")
-		}
-		announced := binary.BigEndian.Uint64(prefix[:])
-		if announced != expected {
-			return fmt.Errorf("length prefix says %d bytes, expected %d", announced, expected)
-		}
-		for left := announced; left > 0; {
-			want := uint64(len(buf))
-			if left < want {
-				want = left
-			}
-			n, err := s.Read(buf[:want])
-			left -= uint64(n)
-			if err == io.EOF && left > 0 {
-				return fmt.Errorf("received %d bytes, expected %d", expected-left, expected)
-			}
-			if err != nil && err != io.EOF {
-				return err
-			}
-		}
 	}
-	if _, err := s.Write([]byte{reply}); err != nil {
-		return err
+	if got != expected {
+		return fmt.Errorf("received %d bytes, expected %d", got, expected)
 	}
-	return nil
+	_, err := s.Write([]byte{reply})
+	return err
 }
 
 // percentile is the nearest-rank percentile of sorted values.
@@ -397,7 +404,7 @@ func latency(m *mux, roundTrips uint64, size int) (*sample, error) {
 	}
 	msg := make([]byte, size)
 	echo := make([]byte, size)
-	for i := uint64(0); i < roundTrips; i++ {
+	for i := uint64(0); i < warmUp+roundTrips; i++ {
 		for j := range msg {
 			msg[j] = byte(i)*31 + byte(j)
 		}
@@ -412,7 +419,9 @@ func latency(m *mux, roundTrips uint64, size int) (*sample, error) {
 		if !ok {
 			return nil, fmt.Errorf("stream ended at round trip %d", i)
 		}
-		rtts = append(rtts, time.Since(t0).Nanoseconds())
+		if i >= warmUp {
+			rtts = append(rtts, time.Since(t0).Nanoseconds())
+		}
 		if string(echo) != string(msg) {
 			return nil, fmt.Errorf("echo differs at round trip %d", i)
 		}
@@ -435,7 +444,9 @@ func latency(m *mux, roundTrips uint64, size int) (*sample, error) {
 		P50Us: &p50, P99Us: &p99, CPUS: cpu, PeakRSSKiB: peakRSSKiB()}, nil
 }
 
-func churn(m *mux, duration time.Duration) (*sample, error) {
+// churn: for duration, each of workers goroutines opens a stream, sends one byte, reads
+// its echo and closes the stream, over and over. The server echoes and closes.
+func churn(m *mux, duration time.Duration, workers int) (*sample, error) {
 	var serverErr firstError
 	go func() {
 		for {
@@ -458,53 +469,133 @@ func churn(m *mux, duration time.Duration) (*sample, error) {
 		}
 	}()
 
+	var clientErr firstError
+	var total uint64
+	var wg sync.WaitGroup
 	cpu0 := cpuSeconds()
 	start := time.Now()
-	var done uint64
-	var clientErr error
-	for {
-		s, err := m.open()
-		if err != nil {
-			clientErr = err
-			break
-		}
-		b := [1]byte{byte(done)}
-		if _, err := s.Write(b[:]); err != nil {
-			clientErr = err
-			break
-		}
-		var echo [1]byte
-		ok, err := readFull(s, echo[:])
-		if err == nil && !ok {
-			err = fmt.Errorf("stream %d ended without the echo", done)
-		}
-		if err == nil && echo != b {
-			err = fmt.Errorf("wrong echo on stream %d", done)
-		}
-		if err != nil {
-			clientErr = err
-			break
-		}
-		s.Close()
-		done++
-		if time.Since(start) >= duration {
-			break
-		}
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var done uint64
+			defer func() { atomic.AddUint64(&total, done) }()
+			for clientErr.get() == nil {
+				s, err := m.open()
+				if err != nil {
+					clientErr.set(err)
+					return
+				}
+				b := [1]byte{byte(done)}
+				if _, err := s.Write(b[:]); err != nil {
+					clientErr.set(err)
+					return
+				}
+				var echo [1]byte
+				ok, err := readFull(s, echo[:])
+				if err == nil && !ok {
+					err = fmt.Errorf("stream %d ended without the echo", done)
+				}
+				if err == nil && echo != b {
+					err = fmt.Errorf("wrong echo on stream %d", done)
+				}
+				if err != nil {
+					clientErr.set(err)
+					return
+				}
+				s.Close()
+				done++
+				if time.Since(start) >= duration {
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	elapsed := time.Since(start).Seconds()
 	cpu := cpuSeconds() - cpu0
-	if clientErr != nil {
+	if err := clientErr.get(); err != nil {
 		if serr := serverErr.get(); serr != nil {
-			return nil, fmt.Errorf("server: %v; client: %v", serr, clientErr)
+			return nil, fmt.Errorf("server: %v; client: %v", serr, err)
 		}
-		return nil, clientErr
+		return nil, err
 	}
 	if serr := serverErr.get(); serr != nil {
 		return nil, fmt.Errorf("server: %v", serr)
 	}
-	rate := float64(done) / elapsed
-	return &sample{OK: true, ElapsedS: elapsed, Streams: done, StreamsPerS: &rate,
+	rate := float64(total) / elapsed
+	return &sample{OK: true, ElapsedS: elapsed, Streams: total, StreamsPerS: &rate,
 		CPUS: cpu, PeakRSSKiB: peakRSSKiB()}, nil
+}
+
+// idle: after one warm-up stream that carries a byte each way, the client opens streams
+// streams while the server accepts them, and nobody writes; reports the RSS growth.
+func idle(m *mux, streams int) (*sample, error) {
+	first, err := m.open()
+	if err != nil {
+		return nil, err
+	}
+	defer first.Close()
+	if _, err := first.Write([]byte{1}); err != nil {
+		return nil, err
+	}
+	peer, err := m.accept()
+	if err != nil {
+		return nil, err
+	}
+	defer peer.Close()
+	var b [1]byte
+	if ok, err := readFull(peer, b[:]); err != nil || !ok {
+		return nil, fmt.Errorf("warm-up stream: %v", err)
+	}
+	if _, err := peer.Write(b[:]); err != nil {
+		return nil, err
+	}
+	if ok, err := readFull(first, b[:]); err != nil || !ok {
+		return nil, fmt.Errorf("warm-up stream: %v", err)
+	}
+
+	before := rssKiB()
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	accepted := make(chan error, 1)
+	var held []stream
+	go func() {
+		for i := 0; i < streams; i++ {
+			s, err := m.accept()
+			if err != nil {
+				accepted <- fmt.Errorf("accept %d of %d: %w", i, streams, err)
+				return
+			}
+			held = append(held, s)
+		}
+		accepted <- nil
+	}()
+	opened := make([]stream, 0, streams)
+	for i := 0; i < streams; i++ {
+		s, err := m.open()
+		if err != nil {
+			return nil, fmt.Errorf("open %d: %w", i, err)
+		}
+		opened = append(opened, s)
+	}
+	if err := <-accepted; err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpu0
+	growth := rssKiB()
+	if growth > before {
+		growth -= before
+	} else {
+		growth = 0
+	}
+	res := &sample{OK: true, ElapsedS: elapsed, Streams: uint64(streams), RSSGrowthKiB: &growth,
+		CPUS: cpu, PeakRSSKiB: peakRSSKiB()}
+	for _, s := range append(opened, held...) {
+		s.Close()
+	}
+	return res, nil
 }
 
 // cpuSeconds is user + system CPU time of this process from /proc/self/stat (in clock
@@ -528,14 +619,14 @@ func cpuSeconds() float64 {
 	return (utime + stime) / 100
 }
 
-// peakRSSKiB is VmHWM from /proc/self/status.
-func peakRSSKiB() uint64 {
+// statusKiB is a field of /proc/self/status in KiB.
+func statusKiB(field string) uint64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
+		if strings.HasPrefix(line, field) {
 			f := strings.Fields(line)
 			if len(f) >= 2 {
 				v, _ := strconv.ParseUint(f[1], 10, 64)
@@ -546,25 +637,33 @@ func peakRSSKiB() uint64 {
 	return 0
 }
 
+func peakRSSKiB() uint64 { return statusKiB("VmHWM:") }
+
+func rssKiB() uint64 { return statusKiB("VmRSS:") }
+
 func main() {
 	lib := flag.String("lib", "", "library: smux1, smux2 or yamux")
-	workload := flag.String("workload", "", "workload: bulk, latency or churn")
-	streams := flag.Int("streams", 1, "bulk: number of streams")
+	workload := flag.String("workload", "", "workload: bulk, latency, churn or idle")
+	streams := flag.Int("streams", 1, "bulk, idle: number of streams")
 	bytes := flag.Uint64("bytes", 1000000, "bulk: bytes per stream")
-	chunk := flag.Int("chunk", 128*1024, "bulk: size of each write")
-	roundTrips := flag.Uint64("round-trips", 1000, "latency: number of round trips")
+	chunk := flag.Int("chunk", 128*1024, "bulk: size of each write and read buffer")
+	roundTrips := flag.Uint64("round-trips", 1000, "latency: number of timed round trips")
 	size := flag.Int("size", 64, "latency: message size in bytes")
 	durationMs := flag.Uint64("duration-ms", 1000, "churn: how long to run, in milliseconds")
+	workers := flag.Int("workers", 1, "churn: client goroutines at once")
+	sampleMs := flag.Uint64("sample-ms", 0, "bulk: sample each stream's bytes this often (0: off)")
+	// Accepted for symmetry with the Rust child; the runner sets GOMAXPROCS=1 instead.
+	flag.Bool("current-thread", false, "ignored: set GOMAXPROCS=1")
 	flag.Parse()
 
 	result, err := func() (*sample, error) {
 		switch *workload {
-		case "bulk", "latency", "churn":
+		case "bulk", "latency", "churn", "idle":
 		default:
-			return nil, fmt.Errorf("unknown workload %q (bulk, latency, churn)", *workload)
+			return nil, fmt.Errorf("unknown workload %q (bulk, latency, churn, idle)", *workload)
 		}
-		if *streams < 1 || *chunk < 1 || *size < 1 || *roundTrips < 1 {
-			return nil, errors.New("--streams, --chunk, --size and --round-trips must be at least 1")
+		if *streams < 1 || *chunk < 1 || *size < 1 || *roundTrips < 1 || *workers < 1 {
+			return nil, errors.New("--streams, --chunk, --size, --round-trips and --workers must be at least 1")
 		}
 		m, err := newMux(*lib)
 		if err != nil {
@@ -572,11 +671,13 @@ func main() {
 		}
 		switch *workload {
 		case "bulk":
-			return bulk(m, *streams, *bytes, *chunk)
+			return bulk(m, *streams, *bytes, *chunk, time.Duration(*sampleMs)*time.Millisecond)
 		case "latency":
 			return latency(m, *roundTrips, *size)
+		case "churn":
+			return churn(m, time.Duration(*durationMs)*time.Millisecond, *workers)
 		default:
-			return churn(m, time.Duration(*durationMs)*time.Millisecond)
+			return idle(m, *streams)
 		}
 	}()
 	if err != nil {

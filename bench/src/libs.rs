@@ -1,159 +1,21 @@
-//! The Rust libraries under test, each behind the same three small traits so that one
-//! generic implementation of every workload drives them all.
+//! The other Rust multiplexers, adapted to the benchmark engine's traits
+//! (`braid_cli::bench::libs`) so that the engine's one implementation of every workload
+//! drives them as it drives raw TCP and braid.
 //!
-//! Every library runs with its default configuration. Each connection, raw or carrying
-//! a session, has `TCP_NODELAY` set (as Go does by default and as `braid::Session::from_tcp`
-//! does); everything else is the library's own default.
+//! Every library runs with its default configuration. Each connection has `TCP_NODELAY`
+//! set (as Go does by default and as `braid::Session::from_tcp` does); everything else
+//! is the library's own default.
 
-use std::future::Future;
+use braid_cli::bench::libs::{tcp_pair, Acceptor, BenchStream, Opener, TokioIo};
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-
-/// A stream as the workloads use it.
-pub trait BenchStream: Send + 'static {
-    /// Whether [`BenchStream::close_write`] half-closes: the peer reads to the end and
-    /// can still reply. Libraries without half-close get a length prefix instead.
-    const HALF_CLOSE: bool;
-
-    /// Writes all of `buf`.
-    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
-
-    /// Reads at most `buf.len()` bytes; 0 means the peer closed its sending side.
-    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
-
-    /// Closes the sending side (a no-op for libraries without half-close: for them the
-    /// stream closes when it is dropped).
-    fn close_write(&mut self) -> impl Future<Output = io::Result<()>> + Send;
-}
-
-/// The side of a connection that opens streams (for raw TCP: connections).
-pub trait Opener: Send + 'static {
-    /// The streams it opens.
-    type Stream: BenchStream;
-
-    /// Opens one stream.
-    fn open(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
-
-    /// For libraries with a hard stream limit that ends the connection when exceeded:
-    /// open streams in waves of at most this many, each wave finished before the next
-    /// opens. `None`: no limit, open them all at once.
-    fn wave(&self) -> Option<usize> {
-        None
-    }
-}
-
-/// The side of a connection that accepts streams.
-pub trait Acceptor: Send + 'static {
-    /// The streams it accepts.
-    type Stream: BenchStream;
-
-    /// The next stream the peer opened; `None` once the connection has ended.
-    fn accept(&mut self) -> impl Future<Output = io::Result<Option<Self::Stream>>> + Send;
-}
-
-/// Any tokio `AsyncRead + AsyncWrite` stream whose `shutdown` half-closes.
-pub struct TokioIo<T>(pub T);
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> BenchStream for TokioIo<T> {
-    const HALF_CLOSE: bool = true;
-
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf).await
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).await
-    }
-
-    async fn close_write(&mut self) -> io::Result<()> {
-        self.0.shutdown().await
-    }
-}
-
-/// Binds a loopback listener, connects to it and returns both ends with `TCP_NODELAY`.
-async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let (client, (server, _)) = (client?, accepted?);
-    client.set_nodelay(true)?;
-    server.set_nodelay(true)?;
-    Ok((client, server))
-}
 
 fn closed(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, what.to_string())
-}
-
-// ---------------------------------------------------------------------------------------
-// Raw TCP: one connection per stream.
-
-/// Raw TCP opener: every "stream" is a new loopback connection.
-pub struct TcpOpener(SocketAddr);
-
-/// Raw TCP acceptor: accepts connections on a loopback listener.
-pub struct TcpAcceptor(TcpListener);
-
-impl Opener for TcpOpener {
-    type Stream = TokioIo<TcpStream>;
-
-    async fn open(&mut self) -> io::Result<Self::Stream> {
-        let tcp = TcpStream::connect(self.0).await?;
-        tcp.set_nodelay(true)?;
-        Ok(TokioIo(tcp))
-    }
-}
-
-impl Acceptor for TcpAcceptor {
-    type Stream = TokioIo<TcpStream>;
-
-    async fn accept(&mut self) -> io::Result<Option<Self::Stream>> {
-        let (tcp, _) = self.0.accept().await?;
-        tcp.set_nodelay(true)?;
-        Ok(Some(TokioIo(tcp)))
-    }
-}
-
-/// The raw TCP baseline.
-pub async fn tcp() -> io::Result<(TcpOpener, TcpAcceptor)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    Ok((TcpOpener(listener.local_addr()?), TcpAcceptor(listener)))
-}
-
-// ---------------------------------------------------------------------------------------
-// braid.
-
-/// braid opener/acceptor: a session handle.
-pub struct Braid(braid::Session);
-
-impl Opener for Braid {
-    type Stream = TokioIo<braid::Stream>;
-
-    async fn open(&mut self) -> io::Result<Self::Stream> {
-        Ok(TokioIo(self.0.open_stream().await?))
-    }
-}
-
-impl Acceptor for Braid {
-    type Stream = TokioIo<braid::Stream>;
-
-    async fn accept(&mut self) -> io::Result<Option<Self::Stream>> {
-        Ok(self.0.accept_stream().await.map(TokioIo))
-    }
-}
-
-/// A braid session pair speaking `protocol` with `Config::new(protocol)` (Go's defaults).
-pub async fn braid(protocol: braid::Protocol) -> io::Result<(Braid, Braid)> {
-    let (client, server) = tcp_pair().await?;
-    let config = braid::Config::new(protocol);
-    let client = braid::Session::from_tcp(client, config.clone(), braid::Side::Client)?;
-    let server = braid::Session::from_tcp(server, config, braid::Side::Server)?;
-    Ok((Braid(client), Braid(server)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -199,6 +61,10 @@ impl Opener for YamuxOpener {
 
     fn wave(&self) -> Option<usize> {
         Some(YAMUX_WAVE)
+    }
+
+    fn max_streams(&self) -> Option<usize> {
+        Some(YAMUX_MAX_STREAMS)
     }
 }
 
@@ -291,6 +157,12 @@ impl Opener for TokioYamuxOpener {
             .await
             .map_err(|e| io::Error::other(format!("tokio-yamux open: {e:?}")))?;
         Ok(TokioIo(WriteStallFix::new(stream)))
+    }
+
+    fn max_streams(&self) -> Option<usize> {
+        // `Config::default().max_stream_count`: beyond it the server refuses streams
+        // (and the benchmark's opener would wait for ever).
+        Some(tokio_yamux::config::DEFAULT_MAX_STREAM_COUNT)
     }
 }
 
@@ -480,10 +352,6 @@ fn smux_err(e: tokio_smux::TokioSmuxError) -> io::Error {
 }
 
 impl BenchStream for TokioSmuxStream {
-    // Its streams close only whole (on drop), and a stream that got the peer's FIN
-    // refuses writes.
-    const HALF_CLOSE: bool = false;
-
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         for piece in buf.chunks(TOKIO_SMUX_MAX_MESSAGE) {
             // The API takes an owned Vec: one copy per message.
@@ -511,6 +379,8 @@ impl BenchStream for TokioSmuxStream {
         Ok(n)
     }
 
+    // Its streams close only whole (on drop), and a stream that got the peer's FIN
+    // refuses writes: nothing to do here.
     async fn close_write(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! The `braid` command-line tool.
 
-mod bench;
-
+use braid_cli::bench;
 use braid_cli::tunnel::{self, Client, ClientArgs, Server, ServerArgs};
 use clap::{Parser, Subcommand};
 
@@ -18,9 +17,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Measure braid against raw TCP over loopback: bulk throughput, latency, stream churn
-    /// and memory per idle stream.
+    /// Measure braid against raw TCP over loopback (and with --peers, the other Rust and
+    /// Go multiplexers): bulk throughput, latency, stream churn and memory per idle stream.
     Bench(bench::BenchArgs),
+    /// Internal: one benchmark run in this process (what `braid bench` starts as a child).
+    #[command(hide = true)]
+    BenchChild(bench::child::ChildArgs),
     /// Tunnel server: accept multiplexed connections, forward each stream to --target.
     Server(ServerArgs),
     /// Tunnel client: accept local TCP connections, carry each as a stream to --server.
@@ -31,6 +33,13 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Bench(args) => match bench::run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("braid: {e}");
+                1
+            }
+        },
+        Command::BenchChild(args) => match bench::child::run(args, bench::child::builtin) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("braid: {e}");

@@ -1,84 +1,97 @@
-//! `braid bench`: workloads through raw TCP and through braid, side by side, over real
-//! loopback TCP in one process.
+//! `braid bench`: the benchmark engine. Raw TCP, braid's three protocols and (with
+//! `--peers`) the other Rust multiplexers and the Go libraries braid speaks to, on the
+//! same workloads, every run in a fresh child process.
 //!
-//! - bulk ([`bulk`]): N streams (TCP: N connections) each write `bytes / N`, then
-//!   half-close; MB/s, CPU and peak RSS.
-//! - latency ([`latency`]): 64-byte ping-pong on one stream (TCP: one connection);
-//!   p50 and p99 round trip.
-//! - churn ([`churn`]): open a stream, echo one byte, close, in a loop for a fixed time
-//!   (TCP: a new connection each time); streams per second.
-//! - idle ([`idle`]): open many idle streams in one session; RSS per stream (no TCP
-//!   baseline). Each run is a fresh child process so that memory freed by earlier runs
-//!   does not hide what the streams take.
+//! - bulk: N streams at once over one loopback TCP connection (raw TCP: N connections),
+//!   each writes its bytes in 128 KiB writes and waits for a 1-byte reply once the
+//!   server has read them all; MB/s, CPU seconds, peak RSS.
+//! - latency: 64-byte ping-pong on one stream; p50 and p99 round trip.
+//! - churn: open a stream, echo one byte, close, for a fixed time; streams per second.
+//! - idle: many idle streams in one session; RSS per stream.
 //!
-//! Runs are repeated and interleaved (TCP, smux1, smux2, yamux, TCP, ...) so that a noisy
-//! machine affects all alike; the tables show medians.
+//! Every run is its own child process (a fresh process is what a user's program is;
+//! memory kept by an earlier run cannot hide what a later one takes), client and server
+//! in that one process on a 2-worker tokio runtime (`--current-thread`: one thread).
+//! Runs are interleaved (for each repeat, for each workload, every library once) and the
+//! tables show medians, as ratios to raw TCP and to the best peer of the same protocol.
 //!
-//! The default sizes keep a default run around 20-30 s on two cores. The performance
-//! issue's sizes: `--round-trips 100000`, `--churn-secs 10`, `--idle-streams 100000`,
-//! `--workload bulk --streams 1000 --bytes 2000MB`.
+//! Modules: [`libs`] (the traits libraries are adapted to, TCP and braid), [`workload`]
+//! (the four workloads, generic), [`child`] (one run in a child process), [`runner`]
+//! (children, interleaving, peers), [`report`] (medians, ratios, tables, JSON),
+//! [`plot`] (`--plot`: throughput over time). The `braid-bench` crate adapts the other
+//! Rust crates to [`libs`] and runs them through [`child`].
 
-mod bulk;
-mod churn;
-mod idle;
-mod latency;
-mod report;
+pub mod child;
+pub mod libs;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod sample;
+pub mod workload;
 
-use braid::{Config, Protocol, Session, Side};
 use indicatif::{ProgressBar, ProgressStyle};
+use runner::{Lib, Programs, Run, Spec};
 use serde::Serialize;
 use std::io;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 
 /// Options of `braid bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Workloads to run (comma-separated): bulk, latency, churn, idle.
     #[arg(long, value_delimiter = ',', default_value = "bulk,latency,churn,idle")]
-    workload: Vec<Workload>,
-    /// Protocols to measure besides raw TCP (comma-separated).
+    pub workload: Vec<Workload>,
+    /// Protocols to measure besides raw TCP (comma-separated); with --peers, also the
+    /// peers speaking them.
     #[arg(long, value_delimiter = ',', default_value = "smux1,smux2,yamux")]
-    proto: Vec<Proto>,
-    /// bulk: stream counts to measure (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
-    streams: Vec<usize>,
-    /// bulk: bytes per run, all streams together (units: K, M, G, KiB, MiB, GiB).
-    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
-    bytes: u64,
-    /// bulk: size of each write (same units).
+    pub proto: Vec<Proto>,
+    /// Also run the other Rust crates (yamux, tokio-yamux, async_smux, tokio_smux; built
+    /// with cargo on first use) and the Go peers (built if `go` and Debian's smux/yamux
+    /// are installed); those that cannot run are skipped with a message.
+    #[arg(long)]
+    pub peers: bool,
+    /// bulk: STREAMSxBYTES shapes (bytes per stream; units K, M, G, KiB, MiB, GiB),
+    /// comma-separated. The performance issue's: 1x2G,16x100M,1000x2M.
+    #[arg(long, value_delimiter = ',', default_value = "1x512MiB,16x32MiB,1000x512KiB", value_parser = parse_shape)]
+    pub bulk: Vec<(usize, u64)>,
+    /// bulk: size of each write and of each read buffer (same units).
     #[arg(long, default_value = "128KiB", value_parser = parse_size)]
-    chunk: u64,
-    /// latency: 64-byte round trips per run (the performance issue's size: 100000).
+    pub chunk: u64,
+    /// latency: timed 64-byte round trips per run (the performance issue's: 100000).
     #[arg(long, default_value_t = 5_000)]
-    round_trips: usize,
+    pub round_trips: u64,
     /// churn: seconds of open/echo/close per run (the issue's: 10).
     #[arg(long, default_value_t = 0.3)]
-    churn_secs: f64,
+    pub churn_secs: f64,
     /// churn: client tasks opening streams at the same time (1: one after the other).
-    #[arg(long, default_value_t = 32)]
-    churn_workers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub churn_workers: usize,
     /// idle: streams opened per run (the issue's: 100000).
     #[arg(long, default_value_t = 10_000)]
-    idle_streams: usize,
-    /// Runs per configuration; the tables show the median.
+    pub idle_streams: usize,
+    /// Runs per (library, workload), each a fresh process; the tables show the median.
     #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Print the results as JSON instead of tables.
+    pub repeat: usize,
+    /// Print the results as JSON (the rows with medians and ratios, and every run)
+    /// instead of tables.
     #[arg(long)]
-    json: bool,
-    /// Run client and server on one thread (tokio's current-thread runtime) instead of
-    /// two worker threads: no task hops between cores, which is what latency shows most.
+    pub json: bool,
+    /// Run client and server on one thread (tokio's current-thread runtime; Go peers with
+    /// GOMAXPROCS=1) instead of two worker threads.
     #[arg(long)]
-    current_thread: bool,
-    /// Internal: measure one idle run in this process and print its RSS as JSON.
-    #[arg(long, hide = true)]
-    idle_child: Option<Proto>,
+    pub current_thread: bool,
+    /// Draw each bulk run's throughput over time, per stream and per library, into this
+    /// SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// With --plot: how often each stream's received bytes are sampled, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub sample_ms: u64,
 }
 
 /// A workload of `braid bench`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Workload {
+pub enum Workload {
     /// Bulk transfer over 1 or more streams.
     Bulk,
     /// Ping-pong round trips on one stream.
@@ -89,13 +102,10 @@ enum Workload {
     Idle,
 }
 
-/// What a run measures through.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// A multiplexing protocol.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Proto {
-    /// Raw TCP, one connection per stream: the baseline.
-    #[value(skip)]
-    Tcp,
+pub enum Proto {
     /// smux version 1.
     Smux1,
     /// smux version 2.
@@ -105,21 +115,12 @@ enum Proto {
 }
 
 impl Proto {
-    fn name(self) -> &'static str {
+    /// The name in tables and on the command line.
+    pub fn name(self) -> &'static str {
         match self {
-            Proto::Tcp => "tcp",
             Proto::Smux1 => "smux1",
             Proto::Smux2 => "smux2",
             Proto::Yamux => "yamux",
-        }
-    }
-
-    fn protocol(self) -> Option<Protocol> {
-        match self {
-            Proto::Tcp => None,
-            Proto::Smux1 => Some(Protocol::SmuxV1),
-            Proto::Smux2 => Some(Protocol::SmuxV2),
-            Proto::Yamux => Some(Protocol::Yamux),
         }
     }
 }
@@ -155,6 +156,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// Parses a bulk shape `STREAMSxBYTES` (bytes per stream, with units), e.g. `16x100M`.
+pub fn parse_shape(s: &str) -> Result<(usize, u64), String> {
+    let (streams, bytes) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}' is not STREAMSxBYTES (e.g. 16x100M)"))?;
+    let streams: usize = streams
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{streams}' is not a stream count"))?;
+    if streams == 0 {
+        return Err("a bulk shape needs at least 1 stream".into());
+    }
+    Ok((streams, parse_size(bytes)?))
+}
+
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -163,14 +179,6 @@ fn invalid(message: &str) -> io::Error {
 fn validate(args: &BenchArgs) -> io::Result<()> {
     if args.repeat == 0 {
         return Err(invalid("--repeat must be >= 1"));
-    }
-    if args.workload.contains(&Workload::Bulk) {
-        if args.streams.contains(&0) {
-            return Err(invalid("--streams must be >= 1"));
-        }
-        if args.streams.iter().any(|&n| args.bytes < n as u64) {
-            return Err(invalid("--bytes must be at least one byte per stream"));
-        }
     }
     if args.round_trips == 0 {
         return Err(invalid("--round-trips must be >= 1"));
@@ -184,215 +192,140 @@ fn validate(args: &BenchArgs) -> io::Result<()> {
     if args.idle_streams == 0 {
         return Err(invalid("--idle-streams must be >= 1"));
     }
+    if args.plot.is_some() && args.sample_ms == 0 {
+        return Err(invalid("--sample-ms must be >= 1"));
+    }
+    if args.plot.is_some() && !args.workload.contains(&Workload::Bulk) {
+        return Err(invalid(
+            "--plot draws the bulk runs: add bulk to --workload",
+        ));
+    }
     Ok(())
 }
 
-/// One measurement to make.
-#[derive(Clone, Copy)]
-enum Job {
-    Bulk(Proto, usize),
-    Latency(Proto),
-    Churn(Proto),
-    Idle(Proto),
-}
-
-impl Job {
-    fn label(self) -> String {
-        match self {
-            Job::Bulk(p, n) => format!("bulk {} x{n}", p.name()),
-            Job::Latency(p) => format!("latency {}", p.name()),
-            Job::Churn(p) => format!("churn {}", p.name()),
-            Job::Idle(p) => format!("idle {}", p.name()),
-        }
-    }
-}
-
-/// Every run made, by workload.
-#[derive(Default)]
-struct Runs {
-    bulk: Vec<bulk::Run>,
-    latency: Vec<latency::Run>,
-    churn: Vec<churn::Run>,
-    idle: Vec<idle::Run>,
-}
-
-/// Runs `braid bench`.
-pub fn run(args: BenchArgs) -> io::Result<()> {
-    validate(&args)?;
-    if let Some(proto) = args.idle_child {
-        return idle::child(proto, args.idle_streams);
-    }
-    let rt = if args.current_thread {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-    };
-    let mut targets = vec![Proto::Tcp];
-    targets.extend(args.proto.iter().copied().filter(|p| *p != Proto::Tcp));
+/// The measurements of one invocation, in run order.
+fn specs(args: &BenchArgs) -> Vec<Spec> {
     let mut workloads: Vec<Workload> = Vec::new();
     for &w in &args.workload {
         if !workloads.contains(&w) {
             workloads.push(w);
         }
     }
-    // One round of every configuration; rounds are repeated.
-    let mut round = Vec::new();
-    for &w in &workloads {
+    let mut specs = Vec::new();
+    for w in workloads {
         match w {
             Workload::Bulk => {
-                for &n in &args.streams {
-                    round.extend(targets.iter().map(|&p| Job::Bulk(p, n)));
-                }
+                specs.extend(args.bulk.iter().map(|&(streams, per_stream)| Spec::Bulk {
+                    streams,
+                    per_stream,
+                    chunk: args.chunk as usize,
+                }))
             }
-            Workload::Latency => round.extend(targets.iter().map(|&p| Job::Latency(p))),
-            Workload::Churn => round.extend(targets.iter().map(|&p| Job::Churn(p))),
-            // No TCP baseline: a connection's memory is mostly in the kernel.
-            Workload::Idle => round.extend(targets[1..].iter().map(|&p| Job::Idle(p))),
+            Workload::Latency => specs.push(Spec::Latency {
+                round_trips: args.round_trips,
+            }),
+            Workload::Churn => specs.push(Spec::Churn {
+                duration_ms: (args.churn_secs * 1e3).round().max(1.0) as u64,
+                workers: args.churn_workers,
+            }),
+            Workload::Idle => specs.push(Spec::Idle {
+                streams: args.idle_streams,
+            }),
         }
     }
-    let bar = ProgressBar::new((args.repeat * round.len()) as u64);
+    specs
+}
+
+/// Runs `braid bench`.
+pub fn run(args: BenchArgs) -> io::Result<()> {
+    validate(&args)?;
+    if cfg!(debug_assertions) {
+        eprintln!("braid bench: a debug build measures debug code: use cargo run --release");
+    }
+    let programs = Programs::find(args.peers)?;
+    let libs: Vec<Lib> = Lib::ALL
+        .into_iter()
+        .filter(|&lib| match lib.protocol() {
+            None => true,
+            Some(p) => args.proto.contains(&p) && (!lib.is_peer() || programs.has(lib)),
+        })
+        .collect();
+    let specs = specs(&args);
+    let sample_ms = if args.plot.is_some() {
+        args.sample_ms
+    } else {
+        0
+    };
+    let per_round: usize = specs
+        .iter()
+        .map(|s| libs.iter().filter(|&&l| s.applies_to(l)).count())
+        .sum();
+    let bar = ProgressBar::new((args.repeat * per_round) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"),
     );
-    let mut runs = Runs::default();
-    for _ in 0..args.repeat {
-        for &job in &round {
-            bar.set_message(job.label());
-            match job {
-                Job::Bulk(p, n) => {
-                    let run = rt.block_on(bulk::measure(p, n, args.bytes, args.chunk as usize));
-                    runs.bulk.push(run?);
-                }
-                Job::Latency(p) => {
-                    runs.latency
-                        .push(rt.block_on(latency::measure(p, args.round_trips))?);
-                }
-                Job::Churn(p) => {
-                    let secs = Duration::from_secs_f64(args.churn_secs);
-                    runs.churn
-                        .push(rt.block_on(churn::measure(p, secs, args.churn_workers))?);
-                }
-                Job::Idle(p) => runs
-                    .idle
-                    .push(idle::measure_in_child(p, args.idle_streams)?),
+    let mut runs = Vec::new();
+    for repeat in 0..args.repeat {
+        for (i, spec) in specs.iter().enumerate() {
+            for &lib in libs.iter().filter(|&&l| spec.applies_to(l)) {
+                bar.set_message(format!("{} {}", spec.label(), lib.name()));
+                let sample = programs.run(lib, spec, sample_ms, args.current_thread);
+                runs.push(Run {
+                    spec: i,
+                    lib,
+                    repeat,
+                    sample,
+                });
+                bar.inc(1);
             }
-            bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    let rows = report::Rows {
-        bulk: bulk::summarize(&runs.bulk, &targets, &args.streams),
-        latency: latency::summarize(&runs.latency, &targets),
-        churn: churn::summarize(&runs.churn, &targets),
-        idle: idle::summarize(&runs.idle, &targets),
-    };
+    if let Some(path) = &args.plot {
+        plot::draw(path, &specs, &libs, &runs)?;
+        eprintln!("braid bench: plot written to {}", path.display());
+    }
+    for run in &mut runs {
+        // Plotted already; too bulky for the JSON.
+        run.sample.series = None;
+    }
+    let rows = report::summarize(&specs, &libs, &runs);
     if args.json {
-        report::print_json(&rows);
+        report::print_json(&rows, &runs)?;
     } else {
-        report::print_tables(&rows, &args);
+        report::print_tables(&rows, &specs, &args);
+    }
+    // A failing peer is a finding about the peer; a failing braid or TCP run is a bug.
+    let own_failures: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.lib.is_peer() && !r.sample.ok)
+        .map(|r| {
+            let why = (r.sample.error.as_ref().or(r.sample.na.as_ref()))
+                .map_or("unknown", |s| s.as_str());
+            format!("{} {}: {why}", specs[r.spec].label(), r.lib.name())
+        })
+        .collect();
+    if let Some(first) = own_failures.first() {
+        return Err(io::Error::other(format!(
+            "{} run(s) of braid or TCP failed, first: {first}",
+            own_failures.len()
+        )));
     }
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of the values (`None` for none).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
-        return f64::NAN;
+        return None;
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    Some(if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// A listener on an ephemeral loopback port.
-async fn listener() -> io::Result<TcpListener> {
-    TcpListener::bind("127.0.0.1:0").await
-}
-
-/// A connected loopback TCP pair (client, server) with `TCP_NODELAY`.
-async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let listener = listener().await?;
-    let (client, accepted) = tokio::join!(TcpStream::connect(listener.local_addr()?), async {
-        listener.accept().await
-    });
-    let (client, (server, _)) = (client?, accepted?);
-    client.set_nodelay(true)?;
-    server.set_nodelay(true)?;
-    Ok((client, server))
-}
-
-/// A braid session pair (client, server) over loopback TCP, default configs.
-async fn session_pair(protocol: Protocol) -> io::Result<(Session, Session)> {
-    let (client, server) = tcp_pair().await?;
-    let config = Config::new(protocol);
-    Ok((
-        Session::from_tcp(client, config.clone(), Side::Client)?,
-        Session::from_tcp(server, config, Side::Server)?,
-    ))
-}
-
-/// The error for a session that ended while the benchmark still needed it.
-fn session_ended() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "session ended")
-}
-
-/// Waits for a spawned task and passes its result on.
-async fn join<T>(task: tokio::task::JoinHandle<io::Result<T>>) -> io::Result<T> {
-    task.await.map_err(io::Error::other)?
-}
-
-/// User + system CPU seconds of this process, from /proc (0 where unavailable).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // USER_HZ is 100 on every Linux configuration in practice.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resets the peak resident set size so that each run reports its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// A field of /proc/self/status in KiB (0 where unavailable).
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The peak resident set size since the last [`reset_peak_rss`].
-fn peak_rss_kib() -> u64 {
-    status_kib("VmHWM:")
-}
-
-/// The resident set size now.
-fn rss_kib() -> u64 {
-    status_kib("VmRSS:")
+    })
 }
 
 #[cfg(test)]
@@ -400,7 +333,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_units() {
+    fn sizes_and_shapes_parse_with_units() {
         assert_eq!(parse_size("65536"), Ok(65536));
         assert_eq!(parse_size("128KiB"), Ok(128 * 1024));
         assert_eq!(parse_size("2G"), Ok(2_000_000_000));
@@ -408,12 +341,16 @@ mod tests {
         assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_shape("16x100M"), Ok((16, 100_000_000)));
+        assert_eq!(parse_shape("1X2G"), Ok((1, 2_000_000_000)));
+        assert!(parse_shape("0x1M").is_err());
+        assert!(parse_shape("16").unwrap_err().contains("STREAMSxBYTES"));
     }
 
     #[test]
     fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
     }
 }

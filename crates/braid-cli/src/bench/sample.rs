@@ -21,17 +21,16 @@ pub struct Sample {
     /// A workaround or deviation from the workload that this run needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// Wall-clock seconds of the measured part (first open to last reply, or the whole
-    /// ping-pong / churn loop).
+    /// Wall-clock seconds of the measured part.
     pub elapsed_s: f64,
     /// Payload bytes moved (bulk).
     pub bytes: u64,
-    /// Streams used: opened and completed (bulk, churn) or 1 (latency).
+    /// Streams used: opened (bulk, idle), completed (churn) or 1 (latency).
     pub streams: u64,
     /// Payload throughput in MB/s (10^6 bytes per second), bulk only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mb_per_s: Option<f64>,
-    /// Completed round trips (latency).
+    /// Timed round trips (latency).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round_trips: Option<u64>,
     /// Median round-trip time in microseconds (latency).
@@ -43,11 +42,26 @@ pub struct Sample {
     /// Streams opened, echoed and closed per second (churn).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams_per_s: Option<f64>,
-    /// User + system CPU seconds the child spent during the measured part (client and
-    /// server together).
+    /// Growth of the resident set while the idle streams were opened, in KiB (idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_growth_kib: Option<u64>,
+    /// User + system CPU seconds of the whole process (client and server together)
+    /// during the measured part.
     pub cpu_s: f64,
-    /// Peak resident set size of the child process in KiB (`VmHWM`).
+    /// Peak resident set size of the process in KiB (`VmHWM`).
     pub peak_rss_kib: u64,
+    /// Bytes received per stream over time (bulk, when the runner asked for samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
+}
+
+/// Cumulative bytes each receiving stream had read at each sampling time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Series {
+    /// Seconds since the start of the measured part, ascending; the last one is its end.
+    pub t_s: Vec<f64>,
+    /// One row per stream (in accept order): bytes read by `t_s[i]`.
+    pub bytes: Vec<Vec<u64>>,
 }
 
 impl Sample {
@@ -68,14 +82,14 @@ impl Sample {
     }
 }
 
-/// User + system CPU seconds of this process so far, from `/proc/self/stat` (0 where
-/// unavailable). The resolution is one clock tick (10 ms).
+/// User + system CPU seconds of this process so far (all threads), from
+/// `/proc/self/stat` (0 where unavailable). The resolution is one clock tick (10 ms).
 pub fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
-    // The fields after the parenthesised command name; utime and stime are fields 14 and
-    // 15 of the whole line, so 11 and 12 after the name and the state.
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the
+    // parenthesised command name (which may hold spaces) and the state.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -88,19 +102,27 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Peak resident set size of this process in KiB, from `/proc/self/status` (0 where
-/// unavailable).
-pub fn peak_rss_kib() -> u64 {
+/// A field of `/proc/self/status` in KiB (0 where unavailable).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Peak resident set size of this process in KiB (`VmHWM`).
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Resident set size of this process now, in KiB (`VmRSS`).
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
 }
 
 #[cfg(test)]
@@ -116,7 +138,10 @@ mod tests {
             ..Sample::default()
         };
         let line = serde_json::to_string(&s).unwrap();
-        assert!(!line.contains("p50_us"));
+        assert!(
+            !line.contains("p50_us") && !line.contains("series"),
+            "{line}"
+        );
         let back: Sample = serde_json::from_str(&line).unwrap();
         assert_eq!(back.mb_per_s, Some(10.0));
         assert_eq!(back.p50_us, None);
@@ -127,6 +152,7 @@ mod tests {
     #[test]
     fn process_measurements_are_plausible() {
         assert!(cpu_seconds() >= 0.0);
-        assert!(peak_rss_kib() > 0);
+        let now = rss_kib();
+        assert!(now > 0 && peak_rss_kib() >= now);
     }
 }

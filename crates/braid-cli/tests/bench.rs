@@ -1,0 +1,232 @@
+//! `braid bench`, the benchmark engine, at tiny sizes: what a child prints, that every
+//! workload runs in children and is summarized against TCP, the tables, the plot file,
+//! and the errors. (Figures come from release runs, see BENCHMARKS.md; these only check
+//! that the engine works.)
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use tokio::process::Command;
+
+const BRAID: &str = env!("CARGO_BIN_EXE_braid");
+
+/// Runs `braid ARGS...`; returns the exit code, stdout and stderr.
+async fn braid(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BRAID)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn num(v: &serde_json::Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {field} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_prints_one_json_line_with_the_bytes_per_stream_over_time() {
+    bounded(async {
+        let (code, out, err) = braid(&[
+            "bench-child",
+            "--lib",
+            "braid-smux1",
+            "--workload",
+            "bulk",
+            "--streams",
+            "3",
+            "--bytes",
+            "2000000",
+            "--chunk",
+            "16384",
+            "--sample-ms",
+            "1",
+        ])
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["bytes"], 6_000_000, "{v}");
+        assert_eq!(v["streams"], 3, "{v}");
+        assert!(
+            num(&v, "mb_per_s") > 0.0 && num(&v, "peak_rss_kib") > 0.0,
+            "{v}"
+        );
+        assert!(num(&v, "cpu_s") >= 0.0, "{v}");
+        let t_s: Vec<f64> = serde_json::from_value(v["series"]["t_s"].clone()).unwrap();
+        let bytes: Vec<Vec<u64>> = serde_json::from_value(v["series"]["bytes"].clone()).unwrap();
+        assert!(
+            !t_s.is_empty() && t_s.windows(2).all(|w| w[0] <= w[1]),
+            "{t_s:?}"
+        );
+        assert_eq!(*t_s.last().unwrap(), num(&v, "elapsed_s"));
+        assert_eq!(bytes.len(), 3);
+        for row in &bytes {
+            assert_eq!(row.len(), t_s.len());
+            assert!(row.windows(2).all(|w| w[0] <= w[1]), "{row:?}");
+            assert_eq!(*row.last().unwrap(), 2_000_000);
+        }
+
+        // A library this binary does not have is a failed sample, not a crash.
+        let (code, out, _) =
+            braid(&["bench-child", "--lib", "yamux", "--workload", "latency"]).await;
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"], "unknown library 'yamux'");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_runs_in_children_against_tcp_and_the_plot_is_written() {
+    bounded(async {
+        let plot =
+            std::env::temp_dir().join(format!("braid-bench-test-{}.svg", std::process::id()));
+        let _ = std::fs::remove_file(&plot);
+        let (code, out, err) = braid(&[
+            "bench",
+            "--json",
+            "--repeat",
+            "1",
+            "--proto",
+            "smux1,yamux",
+            "--bulk",
+            "1x2MiB,3x512KiB",
+            "--chunk",
+            "32KiB",
+            "--round-trips",
+            "100",
+            "--churn-secs",
+            "0.05",
+            "--idle-streams",
+            "200",
+            "--plot",
+            plot.to_str().unwrap(),
+            "--sample-ms",
+            "2",
+        ])
+        .await;
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        let key = |r: &serde_json::Value| {
+            format!(
+                "{} {} {}",
+                r["workload"].as_str().unwrap(),
+                r["streams"],
+                r["lib"].as_str().unwrap()
+            )
+        };
+        let keys: Vec<String> = rows.iter().map(key).collect();
+        let mut expected = Vec::new();
+        for (w, streams) in [
+            ("bulk", "1"),
+            ("bulk", "3"),
+            ("latency", "null"),
+            ("churn", "null"),
+        ] {
+            for lib in ["tcp", "braid-smux1", "braid-yamux"] {
+                expected.push(format!("{w} {streams} {lib}"));
+            }
+        }
+        // No raw TCP for idle streams.
+        expected.push("idle 200 braid-smux1".into());
+        expected.push("idle 200 braid-yamux".into());
+        assert_eq!(keys, expected);
+        for r in rows {
+            assert_eq!(
+                (r["runs"].as_u64(), r["ok_runs"].as_u64()),
+                (Some(1), Some(1)),
+                "{r}"
+            );
+            assert!(num(r, "value") > 0.0, "{r}");
+            if r["workload"] != "idle" {
+                assert!(num(r, "vs_tcp") > 0.0, "{r}");
+            }
+            if r["lib"] == "tcp" {
+                assert_eq!(num(r, "vs_tcp"), 1.0, "{r}");
+            }
+            // No peers ran: nothing to compare with.
+            assert!(r.get("vs_best_peer").is_none(), "{r}");
+        }
+        assert_eq!(v["runs"].as_array().unwrap().len(), rows.len());
+
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        std::fs::remove_file(&plot).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+        for caption in [
+            "tcp bulk 1x2 MiB",
+            "braid-smux1 bulk 3x512 KiB",
+            "braid-yamux bulk 1x2 MiB",
+        ] {
+            assert!(svg.contains(caption), "no panel '{caption}'");
+        }
+        assert!(
+            svg.matches("<polyline").count() >= 6,
+            "a line per stream and panel"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_a_summary_and_one_line_errors() {
+    bounded(async {
+        let (code, out, err) = braid(&[
+            "bench",
+            "--repeat",
+            "1",
+            "--proto",
+            "yamux",
+            "--bulk",
+            "2x256KiB",
+            "--round-trips",
+            "50",
+            "--churn-secs",
+            "0.05",
+            "--idle-streams",
+            "100",
+        ])
+        .await;
+        assert_eq!(code, 0, "{err}");
+        for header in [
+            "bulk: 2 stream(s) x 256 KiB",
+            "latency: ",
+            "churn: ",
+            "idle: ",
+        ] {
+            assert!(out.lines().any(|l| l.starts_with(header)), "{out}");
+        }
+        let summary: Vec<&str> = out.lines().filter(|l| l.starts_with("summary: ")).collect();
+        assert_eq!(summary.len(), 1, "{out}");
+        for part in ["bulk >= ", "latency p50 <= ", "churn >= ", "idle <= "] {
+            assert!(summary[0].contains(part), "{out}");
+        }
+
+        let (code, _, err) = braid(&["bench", "--workload", "latency", "--round-trips", "0"]).await;
+        assert_eq!(
+            (code, err.as_str()),
+            (1, "braid: --round-trips must be >= 1\n")
+        );
+        let (code, _, err) = braid(&["bench", "--workload", "latency", "--plot", "x.svg"]).await;
+        assert_eq!(code, 1);
+        assert!(err.ends_with("add bulk to --workload\n"), "{err}");
+        let (code, _, err) = braid(&["bench", "--bulk", "16"]).await;
+        assert_eq!(code, 2);
+        assert!(err.contains("'16' is not STREAMSxBYTES"), "{err}");
+        let (code, _, _) = braid(&["bench", "--workload", "bogus"]).await;
+        assert_eq!(code, 2);
+    })
+    .await;
+}
