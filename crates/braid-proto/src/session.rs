@@ -22,7 +22,7 @@ use crate::recv_buf::Pins;
 use crate::sched::Scheduler;
 use crate::stream::{Fin, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Something the application or its driver should react to.
@@ -118,10 +118,11 @@ pub struct Session {
     pins: Pins,
     /// Bytes in all streams' send buffers.
     send_buffered: usize,
-    /// Streams whose writes were refused because `max_send_buffer` was reached: a set,
-    /// pruned of gone streams as it grows, so that neither repeated refusals nor churn
-    /// grow it past the streams that exist.
-    send_waiters: BTreeSet<u32>,
+    /// Streams whose writes were refused because `max_send_buffer` was reached, first
+    /// come first served. A stream is in it at most once (`StreamState::send_waiting`),
+    /// and gone streams are pruned as it grows, so that neither repeated refusals nor
+    /// churn grow it past the streams that exist.
+    send_waiters: VecDeque<u32>,
     sched: Scheduler,
     keep_alive: Option<timers::KeepAlive>,
     /// Per-stream deadlines (yamux open and close timeouts), checked lazily.
@@ -261,7 +262,7 @@ impl Session {
             budget: ReceiveBudget::new(config.max_receive_buffer),
             pins: Pins::new(config.max_receive_buffer),
             send_buffered: 0,
-            send_waiters: BTreeSet::new(),
+            send_waiters: VecDeque::new(),
             sched: Scheduler::default(),
             stream_timers: BinaryHeap::new(),
             next_serial: 0,
@@ -678,10 +679,12 @@ impl Session {
             self.send_buffered += n;
             self.sched.push_data(&mut st.queued, id.0);
         }
-        if wait_for_session && self.send_waiters.insert(id.0) {
+        if wait_for_session && !std::mem::replace(&mut st.send_waiting, true) {
+            self.send_waiters.push_back(id.0);
             let live = &self.streams;
             if self.send_waiters.len() > 2 * live.len() {
-                self.send_waiters.retain(|id| live.contains_key(id));
+                self.send_waiters
+                    .retain(|id| live.get(id).is_some_and(|st| st.send_waiting));
             }
         }
         match n {

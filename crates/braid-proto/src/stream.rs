@@ -160,6 +160,8 @@ pub(crate) struct StreamState {
     pub(crate) fin: Fin,
     /// A write was refused or cut short; the next freed room raises `Writable`.
     pub(crate) write_waiting: bool,
+    /// The stream is in the session's queue of writers waiting for send-buffer room.
+    pub(crate) send_waiting: bool,
     /// The peer's UPD broke the window arithmetic; writes fail with `Consumed`.
     pub(crate) overconsumed: Option<crate::flow::Overconsumed>,
 
@@ -201,6 +203,7 @@ impl StreamState {
             reset: None,
             fin: Fin::Open,
             write_waiting: false,
+            send_waiting: false,
             overconsumed: None,
             released: false,
             queued: Queued::default(),

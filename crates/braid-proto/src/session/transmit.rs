@@ -263,6 +263,7 @@ impl Session {
         if framed > 0 && self.send_buffered <= self.config.max_send_buffer / 2 {
             for id in std::mem::take(&mut self.send_waiters) {
                 if let Some(st) = self.streams.get_mut(&id) {
+                    st.send_waiting = false;
                     if std::mem::take(&mut st.write_waiting) {
                         self.events.push_back(Event::Writable(StreamId(id)));
                     }
