@@ -46,6 +46,8 @@ pub struct Driver<T> {
     rbuf_missing: usize,
     /// `rbuf` has a new allocation of this size, to announce to the core.
     rbuf_new: Option<usize>,
+    /// Earlier read buffers, reused once the streams have read their payloads.
+    read_buffers: crate::buffers::ReadBuffers,
     /// Frames waiting to be written, in order, and their total length.
     txq: VecDeque<Bytes>,
     txq_len: usize,
@@ -73,6 +75,7 @@ impl<T> Driver<T> {
             rbuf: BytesMut::new(),
             rbuf_missing: 0,
             rbuf_new: None,
+            read_buffers: Default::default(),
             txq: VecDeque::new(),
             txq_len: 0,
             chunks: Vec::new(),
@@ -211,7 +214,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if spare < missing || (missing == 0 && spare < FRAME_ROOM + MIN_READ) {
             // A fresh buffer, or the old one reclaimed if the streams have let go of it;
             // only a frame larger than FRAME_ROOM has a received part to copy.
-            self.rbuf.reserve(missing + READ_CHUNK + FRAME_ROOM);
+            self.read_buffers
+                .renew(&mut self.rbuf, missing + READ_CHUNK + FRAME_ROOM);
             spare = self.rbuf.capacity() - self.rbuf.len();
             self.rbuf_new = Some(self.rbuf.capacity());
         }

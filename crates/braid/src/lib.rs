@@ -88,6 +88,7 @@
 #![warn(missing_docs)]
 
 pub mod blocking;
+mod buffers;
 mod driver;
 mod session;
 mod shared;
