@@ -536,7 +536,7 @@ async fn accept_loop(ctx: Arc<Ctx>, pair: Arc<Pair>, side: Side) {
         let name = format!(
             "{} {side:?} acceptor of stream {} (op #{})",
             pair.name(),
-            stream.id(),
+            stream.id().0,
             trace.id
         );
         let (c, p) = (ctx.clone(), pair.clone());

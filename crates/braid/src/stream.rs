@@ -1,7 +1,8 @@
 //! `Stream`: one multiplexed byte stream, a tokio `AsyncRead + AsyncWrite`.
 
-use crate::shared::{Inner, Wakeups};
+use crate::shared::Inner;
 use braid_proto::{ReadError, StreamEnd, StreamId, StreamStats, WriteError};
+use bytes::Bytes;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -19,96 +20,88 @@ struct StreamRef {
 impl Drop for StreamRef {
     fn drop(&mut self) {
         tracing::trace!(stream = self.id.0, "stream released");
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            // FIN after the data already written; unread data is released to the budget.
-            sh.core.close_stream(self.id);
-            sh.forget_stream(self.id.0);
-            sh.stream_handles -= 1;
-            sh.wake_driver(&mut wake);
-            sh.close_if_unused(&mut wake);
-        }
-        wake.wake_all();
+        self.inner.lock().drop_stream(self.id, crate::now());
     }
 }
 
 impl StreamRef {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            let paused = !sh.core.wants_read();
-            let mut filled = 0;
-            let res = loop {
-                if buf.remaining() == 0 {
-                    break Poll::Ready(Ok(()));
-                }
-                match sh.core.read_chunk(self.id, buf.remaining()) {
-                    Ok(Some(chunk)) => {
-                        filled += chunk.len();
-                        buf.put_slice(&chunk);
-                    }
-                    Ok(None) => break Poll::Ready(Ok(())), // end of stream
-                    Err(_) if filled > 0 => break Poll::Ready(Ok(())),
-                    Err(ReadError::Blocked) => {
-                        sh.register_read(self.id.0, cx.waker());
-                        break Poll::Pending;
-                    }
-                    Err(e) => break Poll::Ready(Err(e.into())),
-                }
-            };
-            // Reading returned budget or made an UPD due: the driver has work.
-            if filled > 0 && ((paused && sh.core.wants_read()) || sh.core.wants_transmit()) {
-                sh.wake_driver(&mut wake);
+        let mut sh = self.inner.lock();
+        let paused = !sh.core.wants_read();
+        let mut filled = 0;
+        let res = loop {
+            if buf.remaining() == 0 {
+                break Poll::Ready(Ok(()));
             }
-            res
+            match sh.core.read_chunk(self.id, buf.remaining()) {
+                Ok(Some(chunk)) => {
+                    filled += chunk.len();
+                    buf.put_slice(&chunk);
+                }
+                Ok(None) => break Poll::Ready(Ok(())), // end of stream
+                Err(_) if filled > 0 => break Poll::Ready(Ok(())),
+                Err(ReadError::Blocked) => {
+                    sh.register_read(self.id, cx.waker());
+                    break Poll::Pending;
+                }
+                Err(e) => break Poll::Ready(Err(e.into())),
+            }
         };
-        wake.wake_all();
+        // Reading returned budget or made an UPD due: the driver has work.
+        if filled > 0 && ((paused && sh.core.wants_read()) || sh.core.wants_transmit()) {
+            sh.wake_io();
+        }
         res
+    }
+
+    /// One chunk of received data, as the core holds it (no copy).
+    fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        let mut sh = self.inner.lock();
+        let paused = !sh.core.wants_read();
+        match sh.core.read_chunk(self.id, max) {
+            Ok(chunk) => {
+                if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
+                {
+                    sh.wake_io();
+                }
+                Poll::Ready(Ok(chunk))
+            }
+            Err(ReadError::Blocked) => {
+                sh.register_read(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            match sh.core.write(self.id, data) {
-                Ok(n) => {
-                    sh.wake_driver(&mut wake);
-                    Poll::Ready(Ok(n))
-                }
-                Err(WriteError::Blocked) => {
-                    sh.register_write(self.id.0, cx.waker());
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e.into())),
+        let mut sh = self.inner.lock();
+        match sh.core.write(self.id, data) {
+            Ok(n) => {
+                sh.wake_io();
+                Poll::Ready(Ok(n))
             }
-        };
-        wake.wake_all();
-        res
+            Err(WriteError::Blocked) => {
+                sh.register_write(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     fn reset(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.reset(self.id);
-            sh.dispatch_events(&mut wake);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.core.reset(self.id);
+        sh.dispatch();
+        sh.wake_io();
     }
 
     fn shutdown_write(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.close_write(self.id);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.core.close_write(self.id);
+        sh.wake_io();
     }
 }
 
@@ -138,8 +131,8 @@ impl Stream {
 
     /// The stream's id on the wire (smux: client odd from 3, server even from 2; yamux:
     /// client odd from 1, server even from 2).
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// The gmux name the stream was opened with (`Session::open_named`), if any.
@@ -162,7 +155,7 @@ impl Stream {
             if let Some(reason) = sh.close_reason() {
                 return std::task::Poll::Ready(StreamEnd::Session(reason));
             }
-            sh.register_ended(self.stream.id.0, cx.waker());
+            sh.register_ended(self.stream.id, cx.waker());
             std::task::Poll::Pending
         })
         .await
@@ -172,14 +165,10 @@ impl Stream {
     /// long, the stream is reset (yamux RST, smux FIN) and its reads and writes,
     /// including those already waiting, fail with `TimedOut`.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.stream.inner.lock();
-            sh.core.set_idle_timeout(self.stream.id, timeout);
-            // The driver's timer must learn of the new deadline.
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.stream.inner.lock();
+        sh.core.set_idle_timeout(self.stream.id, timeout);
+        // The driver's timer must learn of the new deadline.
+        sh.wake_timers();
     }
 
     /// Sets the send priority (0 lowest, the default; 255 highest): higher priorities
@@ -218,6 +207,19 @@ impl Stream {
         self.stream.reset();
     }
 
+    /// Reads up to `max` bytes as one chunk of received data, without copying it: `None`
+    /// at end of stream. Waits like `read`. Cancel-safe.
+    pub async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
+        poll_fn(|cx| self.stream.poll_read_chunk(cx, max)).await
+    }
+
+    /// Writes a prefix of `data` and returns its length, waiting for room like `write`.
+    /// Cancel-safe. The core copies it into the stream's send buffer for now; a
+    /// zero-copy path comes with the core's own `write_chunk`.
+    pub async fn write_chunk(&self, data: Bytes) -> io::Result<usize> {
+        poll_fn(|cx| self.stream.poll_write(cx, &data)).await
+    }
+
     /// Splits the stream into halves that can be used from different tasks. Dropping the
     /// write half half-closes the stream (FIN); the stream closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -250,9 +252,14 @@ pub struct OwnedWriteHalf {
 }
 
 impl OwnedReadHalf {
+    /// Reads one chunk without copying; see [`Stream::read_chunk`].
+    pub async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
+        poll_fn(|cx| self.stream.poll_read_chunk(cx, max)).await
+    }
+
     /// The stream's id.
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// Aborts the whole stream; see [`Stream::reset`].
@@ -262,9 +269,14 @@ impl OwnedReadHalf {
 }
 
 impl OwnedWriteHalf {
+    /// Writes a prefix of `data`; see [`Stream::write_chunk`].
+    pub async fn write_chunk(&self, data: Bytes) -> io::Result<usize> {
+        poll_fn(|cx| self.stream.poll_write(cx, &data)).await
+    }
+
     /// The stream's id.
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// Aborts the whole stream; see [`Stream::reset`].

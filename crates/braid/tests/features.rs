@@ -190,3 +190,72 @@ async fn cancelled_reads_and_accepts_lose_nothing() {
     peer.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"later");
 }
+
+#[tokio::test(start_paused = true)]
+async fn accept_timeout_and_close_reason() {
+    let (client, server) = duplex_pair(Config::new(Protocol::SmuxV2));
+    let err = server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let peer = server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a stream");
+    assert_eq!(peer.id(), s.id());
+    assert_eq!(client.close_reason(), None);
+    client.close().await;
+    assert_eq!(client.close_reason(), Some(ConnectionError::LocallyClosed));
+    assert_eq!(server.closed().await, ConnectionError::TransportClosed);
+    assert_eq!(
+        server.close_reason(),
+        Some(ConnectionError::TransportClosed)
+    );
+    // Once the session has ended, `Ok(None)` at once.
+    assert!(server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn chunks_move_without_a_caller_buffer() {
+    for proto in PROTOCOLS {
+        let (client, server) = duplex_pair(Config::new(proto));
+        let mut s = client.open_stream().await.unwrap();
+        let mut data = bytes::Bytes::from_static(b"hello, chunks");
+        while !data.is_empty() {
+            let n = s.write_chunk(data.clone()).await.unwrap();
+            bytes::Buf::advance(&mut data, n);
+        }
+        s.shutdown().await.unwrap();
+        let peer = server.accept_stream().await.unwrap();
+        let first = peer.read_chunk(5).await.unwrap().unwrap();
+        assert!(!first.is_empty() && first.len() <= 5);
+        let mut got = first.to_vec();
+        while let Some(chunk) = peer.read_chunk(1024).await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, b"hello, chunks");
+        assert_eq!(peer.read_chunk(1024).await.unwrap(), None);
+
+        // The halves have them too.
+        let (r, w) = peer.into_split();
+        assert_eq!(
+            w.write_chunk(bytes::Bytes::from_static(b"back"))
+                .await
+                .unwrap(),
+            4
+        );
+        drop(w);
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"back");
+        assert_eq!(r.read_chunk(16).await.unwrap(), None);
+    }
+}

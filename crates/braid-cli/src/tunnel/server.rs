@@ -121,7 +121,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             break session.closed().await;
         };
         if ctx.stop.is_cancelled() {
-            debug!(%peer, stream = stream.id(), "shutting down: stream reset");
+            debug!(%peer, stream = stream.id().0, "shutting down: stream reset");
             stream.reset();
             continue;
         }
@@ -149,7 +149,7 @@ async fn start_session(tcp: TcpStream, ctx: &Ctx) -> Result<Session, String> {
 /// cannot be reached.
 async fn forward(stream: Stream, session: Session, peer: SocketAddr, ctx: Arc<Ctx>) {
     let s = &ctx.settings;
-    let id = stream.id();
+    let id = stream.id().0;
     let tcp = match timeout(s.connect_timeout, TcpStream::connect(&s.target)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
