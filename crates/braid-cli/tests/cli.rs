@@ -228,6 +228,14 @@ async fn errors_are_one_line_with_exit_codes() {
                 "braid: --listen is required (as a flag or in --config)",
             ),
             (
+                &["server", "--listen", "0.0.0.0:0", "--target", "h:1"],
+                2,
+                "braid: refusing to listen on 0.0.0.0:0 unauthenticated (no authentication is \
+                 configured): anyone who can reach it could use the target. Add --psk-file FILE \
+                 (on both ends), or --tls-client-ca PEM (mutual TLS), or --no-auth if the \
+                 network is trusted",
+            ),
+            (
                 &[
                     "client",
                     "--listen",
@@ -491,6 +499,117 @@ async fn bench_prints_a_table_per_workload_and_a_summary() {
         assert_eq!(stderr, "braid: --round-trips must be >= 1\n");
         let (code, _) = run(&["bench", "--workload", "bogus"]).await;
         assert_eq!(code, 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_server_backs_off_and_logs_once() {
+    bounded(async {
+        // A server allowed 48 file descriptors, and more silent connections than that.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n 48 && exec '{BRAID}' \"$@\""))
+            .args([
+                "sh",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                "127.0.0.1:9",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = stdout.next_line().await.unwrap().unwrap();
+        let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+        let mut p = Proc {
+            stderr: BufReader::new(child.stderr.take().unwrap()).lines(),
+            child,
+            addr,
+            stdout,
+        };
+        let mut silent = Vec::new();
+        for _ in 0..80 {
+            silent.push(TcpStream::connect(p.addr).await.unwrap());
+        }
+        p.wait_log("accepting a connection failed: Too many open files (out of file descriptors")
+            .await;
+        // Once descriptors are free again it serves: a yamux ping is answered.
+        drop(silent);
+        let mut tcp = TcpStream::connect(p.addr).await.unwrap();
+        let ping = [0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        tcp.write_all(&ping).await.unwrap();
+        let mut pong = [0u8; 12];
+        tcp.read_exact(&mut pong).await.unwrap();
+        assert_eq!(pong, [0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7]);
+        // The failures were logged once (at most once per 10 s).
+        assert_eq!(sigterm(&mut p).await, 0);
+        let mut rest = String::new();
+        p.stderr
+            .into_inner()
+            .read_to_string(&mut rest)
+            .await
+            .unwrap();
+        assert!(!rest.contains("accepting a connection failed"), "{rest}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("braid-cli-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, bad) = (dir.join("good"), dir.join("bad"));
+        std::fs::write(&good, "11".repeat(32)).unwrap();
+        std::fs::write(&bad, "22".repeat(32)).unwrap();
+        let mut server = spawn(&[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "127.0.0.1:9",
+            "--psk-file",
+            good.to_str().unwrap(),
+        ])
+        .await;
+        let addr = server.addr.to_string();
+        let (code, stderr) = run(&[
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--psk-file",
+            bad.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "braid: cannot reach server {addr}: the server closed the connection during the \
+                 pre-shared key handshake: wrong --psk-file, or the server does not use \
+                 --psk-file\n"
+            )
+        );
+        let line = loop {
+            let line = server.stderr.next_line().await.unwrap().expect("more log");
+            if line.contains("connection refused") {
+                break line;
+            }
+        };
+        assert!(
+            line.contains("pre-shared key handshake failed: wrong key")
+                && line.contains("peer=127.0.0.1:"),
+            "{line}"
+        );
+        assert_eq!(sigterm(&mut server).await, 0);
+        let _ = std::fs::remove_dir_all(dir);
     })
     .await;
 }

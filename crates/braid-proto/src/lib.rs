@@ -82,6 +82,7 @@ mod flow;
 pub mod frame;
 mod recv_buf;
 mod sched;
+mod send_buf;
 mod session;
 mod stream;
 

@@ -616,6 +616,31 @@ impl Session {
     /// as many as the stream's and the session's send buffers had room for).
     /// `Err(WriteError::Blocked)` means no room: wait for [`Event::Writable`].
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+        self.write_with(id, data.len(), |send, n| send.extend_from_slice(&data[..n]))
+    }
+
+    /// [`Session::write`] without a copy: `data` (or its first part, as much as there is
+    /// room for) is framed as it is. Chunks under 4 KiB are copied together instead, so
+    /// that tiny chunks do not make tiny frames.
+    ///
+    /// ```
+    /// use braid_proto::{Config, Protocol, Session, Side};
+    /// let mut s = Session::new(Config::new(Protocol::Yamux), Side::Client, std::time::Instant::now());
+    /// let id = s.open().unwrap();
+    /// let payload = bytes::Bytes::from(vec![7u8; 100_000]);
+    /// assert_eq!(s.write_chunk(id, payload), Ok(100_000));
+    /// ```
+    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        self.write_with(id, data.len(), |send, n| send.push_chunk(data.slice(..n)))
+    }
+
+    /// Shared write logic: `put` queues the first `n` of `len` bytes.
+    fn write_with(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        put: impl FnOnce(&mut crate::send_buf::SendBuf, usize),
+    ) -> Result<usize, WriteError> {
         let session_room = self.config.max_send_buffer - self.send_buffered;
         let closed = self.closed_error();
         let stream_cap = self.config.stream_send_buffer;
@@ -639,17 +664,17 @@ impl Session {
                 consumed: o.consumed,
             });
         }
-        if data.is_empty() {
+        if len == 0 {
             return Ok(0);
         }
         let stream_room = stream_cap.saturating_sub(st.send.len());
-        let n = data.len().min(stream_room).min(session_room);
-        let wait_for_session = n < data.len() && session_room < stream_room;
-        if n < data.len() {
+        let n = len.min(stream_room).min(session_room);
+        let wait_for_session = n < len && session_room < stream_room;
+        if n < len {
             st.write_waiting = true;
         }
         if n > 0 {
-            st.send.extend_from_slice(&data[..n]);
+            put(&mut st.send, n);
             self.send_buffered += n;
             self.sched.push_data(&mut st.queued, id.0);
         }

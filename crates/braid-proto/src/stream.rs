@@ -1,10 +1,12 @@
-//! Per-stream state: receive queue, send buffer, half-close flags and v2 windows.
+//! Per-stream state: receive and send buffers, half-close, and the flow control of each
+//! protocol (smux v2 windows, yamux credit).
 
 use crate::flow::{Overconsumed, RecvWindow, SendWindow, YamuxRecvWindow, YAMUX_INITIAL_WINDOW};
 use crate::recv_buf::RecvBuf;
 use crate::sched::Queued;
+use crate::send_buf::SendBuf;
 use crate::Protocol;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -143,7 +145,7 @@ pub(crate) struct StreamState {
 
     // Send side.
     /// Bytes written by the application and not yet framed.
-    pub(crate) send: BytesMut,
+    pub(crate) send: SendBuf,
     pub(crate) send_flow: SendFlow,
     /// Our SYN has not been sent yet (the stream is registered before its SYN).
     pub(crate) syn_due: bool,
@@ -190,7 +192,7 @@ impl StreamState {
             recv_flow: RecvFlow::new(protocol, window),
             upd_due: false,
             read_waiting: true,
-            send: BytesMut::new(),
+            send: SendBuf::default(),
             send_flow: SendFlow::new(protocol),
             syn_due,
             awaiting_ack: false,

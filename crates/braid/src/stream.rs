@@ -55,26 +55,6 @@ impl StreamRef {
         res
     }
 
-    /// One chunk of received data, as the core holds it (no copy).
-    fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
-        let mut sh = self.inner.lock();
-        let paused = !sh.core.wants_read();
-        match sh.core.read_chunk(self.id, max) {
-            Ok(chunk) => {
-                if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
-                {
-                    sh.wake_io();
-                }
-                Poll::Ready(Ok(chunk))
-            }
-            Err(ReadError::Blocked) => {
-                sh.register_read(self.id, cx.waker());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e.into())),
-        }
-    }
-
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut sh = self.inner.lock();
@@ -89,6 +69,59 @@ impl StreamRef {
             }
             Err(e) => Poll::Ready(Err(e.into())),
         }
+    }
+
+    fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        let mut sh = self.inner.lock();
+        let paused = !sh.core.wants_read();
+        match sh.core.read_chunk(self.id, max.max(1)) {
+            Ok(chunk) => {
+                // Reading returned budget or made an UPD due: the driver has work.
+                if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
+                {
+                    sh.wake_io();
+                }
+                Poll::Ready(Ok(chunk))
+            }
+            Err(ReadError::Blocked) => {
+                sh.register_read(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Queues as much of `data` as there is room for, without copying; what was taken
+    /// is removed from its front.
+    fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let mut sh = self.inner.lock();
+        match sh.core.write_chunk(self.id, data.clone()) {
+            Ok(n) => {
+                let _ = data.split_to(n);
+                sh.wake_io();
+                Poll::Ready(Ok(()))
+            }
+            Err(WriteError::Blocked) => {
+                sh.register_write(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Reads the next received chunk without copying it (at most `max` bytes); `None`
+    /// is end of stream.
+    async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Writes all of `data`, framing it as it is (no copy; chunks under 4 KiB are
+    /// copied together).
+    async fn write_chunk(&self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            poll_fn(|cx| self.poll_write_chunk(cx, &mut data)).await?;
+        }
+        Ok(())
     }
 
     fn reset(&self) {
@@ -200,24 +233,44 @@ impl Stream {
             .expect("a held stream is known to the session")
     }
 
+    /// Reads the next chunk of received data as it arrived, without copying it into a
+    /// buffer of yours: at most `max` bytes (at least 1), `Ok(None)` at end of stream.
+    /// Cancel-safe. Mixes freely with `AsyncRead`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::AsyncWriteExt;
+    /// let (a, b) = tokio::io::duplex(64 * 1024);
+    /// let client = braid::Session::client(a, braid::Config::default()).unwrap();
+    /// let server = braid::Session::server(b, braid::Config::default()).unwrap();
+    /// let mut out = client.open_stream().await?;
+    /// out.write_chunk(bytes::Bytes::from_static(b"hello")).await?;
+    /// out.shutdown().await?;
+    /// let mut inbound = server.accept_stream().await.unwrap();
+    /// let mut got = Vec::new();
+    /// while let Some(chunk) = inbound.read_chunk(64 * 1024).await? {
+    ///     got.extend_from_slice(&chunk);
+    /// }
+    /// assert_eq!(got, b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        self.stream.read_chunk(max).await
+    }
+
+    /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
+    /// copied together, so tiny chunks do not make tiny frames). Not cancel-safe: if
+    /// dropped, a prefix of `data` may have been queued.
+    pub async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data).await
+    }
+
     /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux
     /// sends RST (the peer's reads and writes fail with `ConnectionReset`); smux has no
     /// RST, so the peer sees end of stream and what it sends later is dropped.
     pub fn reset(&self) {
         self.stream.reset();
-    }
-
-    /// Reads up to `max` bytes as one chunk of received data, without copying it: `None`
-    /// at end of stream. Waits like `read`. Cancel-safe.
-    pub async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
-        poll_fn(|cx| self.stream.poll_read_chunk(cx, max)).await
-    }
-
-    /// Writes a prefix of `data` and returns its length, waiting for room like `write`.
-    /// Cancel-safe. The core copies it into the stream's send buffer for now; a
-    /// zero-copy path comes with the core's own `write_chunk`.
-    pub async fn write_chunk(&self, data: Bytes) -> io::Result<usize> {
-        poll_fn(|cx| self.stream.poll_write(cx, &data)).await
     }
 
     /// Splits the stream into halves that can be used from different tasks. Dropping the
@@ -252,14 +305,14 @@ pub struct OwnedWriteHalf {
 }
 
 impl OwnedReadHalf {
-    /// Reads one chunk without copying; see [`Stream::read_chunk`].
-    pub async fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
-        poll_fn(|cx| self.stream.poll_read_chunk(cx, max)).await
-    }
-
     /// The stream's id.
     pub fn id(&self) -> StreamId {
         self.stream.id
+    }
+
+    /// See [`Stream::read_chunk`].
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        self.stream.read_chunk(max).await
     }
 
     /// Aborts the whole stream; see [`Stream::reset`].
@@ -269,14 +322,14 @@ impl OwnedReadHalf {
 }
 
 impl OwnedWriteHalf {
-    /// Writes a prefix of `data`; see [`Stream::write_chunk`].
-    pub async fn write_chunk(&self, data: Bytes) -> io::Result<usize> {
-        poll_fn(|cx| self.stream.poll_write(cx, &data)).await
-    }
-
     /// The stream's id.
     pub fn id(&self) -> StreamId {
         self.stream.id
+    }
+
+    /// See [`Stream::write_chunk`].
+    pub async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data).await
     }
 
     /// Aborts the whole stream; see [`Stream::reset`].

@@ -753,21 +753,23 @@ fn chunks_move_without_a_caller_buffer() {
         for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
             let (client, server) = pair(Config::new(protocol));
             let s = client.open_stream().unwrap();
-            let mut data = bytes::Bytes::from_static(b"hello, chunks");
-            while !data.is_empty() {
-                let n = s.write_chunk(data.clone()).unwrap();
-                bytes::Buf::advance(&mut data, n);
-            }
+            s.write_chunk(bytes::Bytes::from_static(b"hello, "))
+                .unwrap();
+            // Larger than the 4 KiB below which chunks are copied together.
+            let big = bytes::Bytes::from(vec![7u8; 100_000]);
+            s.write_chunk(big.clone()).unwrap();
             s.shutdown_write();
             let peer = server.accept_stream().unwrap();
             let mut got = Vec::new();
             let first = peer.read_chunk(5).unwrap().unwrap();
             assert!(!first.is_empty() && first.len() <= 5);
             got.extend_from_slice(&first);
-            while let Some(chunk) = peer.read_chunk(1024).unwrap() {
+            while let Some(chunk) = peer.read_chunk(64 * 1024).unwrap() {
+                assert!(chunk.len() <= 64 * 1024);
                 got.extend_from_slice(&chunk);
             }
-            assert_eq!(got, b"hello, chunks");
+            assert_eq!(&got[..7], b"hello, ");
+            assert_eq!(&got[7..], &big[..]);
             // After the end, still the end.
             assert_eq!(peer.read_chunk(1024).unwrap(), None);
         }

@@ -3,7 +3,7 @@
 use super::pipe::{pipe, End};
 use super::stats::{Gauge, Stats};
 use super::{accept_until, bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
-use braid::{Session, Side, Stream};
+use braid::{Session, Stream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl Client {
         });
         let s = &ctx.settings;
         info!(%listen, server = %s.server, protocol = ?s.config.protocol, conns = s.conns,
-              tls = s.tls.is_some(), "client started");
+              auth = s.auth.describe(), "client started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
         }
@@ -129,18 +129,17 @@ impl Client {
     }
 }
 
-/// Makes one carrier connection: TCP, TLS if configured, and the session.
+/// How long a TLS client waits for the server's verdict on its certificate (see
+/// `tls::await_verdict`).
+const TLS_VERDICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Makes one carrier connection: TCP, TLS or Noise if configured, and the session.
 async fn connect(s: &ClientSettings) -> io::Result<Session> {
     let attempt = async {
         let tcp = TcpStream::connect(&s.server).await?;
-        match &s.tls {
-            None => Session::from_tcp(tcp, s.config.clone(), Side::Client),
-            Some(tls) => {
-                tcp.set_nodelay(true)?;
-                let io = tls.connector.connect(tls.server_name.clone(), tcp).await?;
-                Ok(Session::client(io, s.config.clone())?)
-            }
-        }
+        s.auth
+            .connect(tcp, s.config.clone(), TLS_VERDICT_WAIT)
+            .await
     };
     match timeout(s.connect_timeout, attempt).await {
         Ok(Ok(session)) => Ok(session),

@@ -4,6 +4,9 @@
 //! config file (`--max-frame-size 16KiB` is `max-frame-size = "16KiB"`); flags override
 //! the file. Relative paths in the file are relative to the file.
 
+use super::auth::{self, ClientAuth, ServerAuth};
+use super::limits::{LimitArgs, Limits};
+use super::noise::Psk;
 use super::tls::{self, ClientTls};
 use super::units::{de_duration, de_size, human_bytes, parse_duration, parse_size};
 use super::Error;
@@ -11,8 +14,8 @@ use braid::{Config, Protocol, Side};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::TlsAcceptor;
 
 /// Wire protocol of the carrier connections (`--proto`).
 #[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +199,20 @@ pub struct ServerArgs {
     /// TLS: private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
-    /// Time allowed for connecting to the target and for a client's TLS handshake [default: 10s].
+    /// Mutual TLS: clients must present a certificate signed by one of these CAs (PEM); needs --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Pre-shared key (a file of 64 hex digits, e.g. from `openssl rand -hex 32`): clients must hold the same key; the carrier is encrypted (Noise).
+    #[arg(long, value_name = "FILE")]
+    pub psk_file: Option<PathBuf>,
+    /// Serve clients without authenticating them, even on an address other hosts can reach.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_auth: bool,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Time allowed for connecting to the target [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub connect_timeout: Option<Duration>,
@@ -208,6 +224,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub grace: Option<Duration>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub limits: LimitArgs,
     #[allow(missing_docs)]
     #[command(flatten)]
     #[serde(flatten)]
@@ -223,9 +243,13 @@ pub struct ServerSettings {
     pub target: String,
     /// Session configuration (protocol and tuning).
     pub config: Config,
-    /// TLS for carrier connections, if on.
-    pub tls: Option<TlsAcceptor>,
-    /// Time allowed to connect to the target, and for a TLS handshake.
+    /// How carrier connections are secured and clients authenticated.
+    pub auth: ServerAuth,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Where to serve metrics, if anywhere.
+    pub metrics: Option<String>,
+    /// Time allowed to connect to the target.
     pub connect_timeout: Duration,
     /// Stats line interval, if any.
     pub stats: Option<Duration>,
@@ -250,7 +274,9 @@ impl ServerArgs {
         let target = a.target.ok_or_else(|| missing("target"))?;
         check_host_port("--target", &target)?;
         let proto = a.proto.unwrap_or(Proto::Auto);
-        let config = a.tuning.config(proto, Side::Server)?;
+        let limits = a.limits.resolve()?;
+        let mut config = a.tuning.config(proto, Side::Server)?;
+        config.idle_timeout = limits.idle_timeout;
         if proto == Proto::Auto {
             // The tuning applies to whichever protocol a client speaks, except values that
             // protocol does not allow or that equal auto's defaults.
@@ -263,16 +289,45 @@ impl ServerArgs {
                 );
             }
         }
-        let tls = match (a.tls_cert, a.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(&cert, &key)?),
-            (None, None) => None,
+        let auth = match (a.tls_cert, a.tls_key, a.psk_file) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "--psk-file and --tls-cert/--tls-key exclude each other".into(),
+                ))
+            }
+            (None, None, Some(psk)) => ServerAuth::Psk(Arc::new(Psk::from_file(&psk)?)),
+            (Some(cert), Some(key), None) => ServerAuth::Tls {
+                acceptor: tls::acceptor(&cert, &key, a.tls_client_ca.as_deref())?,
+                client_auth: a.tls_client_ca.is_some(),
+            },
+            (None, None, None) => ServerAuth::None,
             _ => return Err(Error::Usage("--tls-cert and --tls-key go together".into())),
         };
+        if a.tls_client_ca.is_some() && !matches!(auth, ServerAuth::Tls { .. }) {
+            return Err(Error::Usage(
+                "--tls-client-ca needs TLS: add --tls-cert and --tls-key".into(),
+            ));
+        }
+        if a.no_auth && auth.authenticates_clients() {
+            return Err(Error::Usage(format!(
+                "--no-auth contradicts --{}",
+                match auth {
+                    ServerAuth::Psk(_) => "psk-file",
+                    _ => "tls-client-ca",
+                }
+            )));
+        }
+        if !auth.authenticates_clients() && !a.no_auth && !auth::is_loopback(&listen) {
+            let tls = matches!(auth, ServerAuth::Tls { .. });
+            return Err(auth::open_proxy_error(&listen, tls));
+        }
         Ok(ServerSettings {
             listen,
             target,
             config,
-            tls,
+            auth,
+            limits,
+            metrics: a.metrics,
             connect_timeout: positive(a.connect_timeout)?,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
@@ -287,9 +342,14 @@ impl ServerArgs {
             proto: self.proto.or(file.proto),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            psk_file: self.psk_file.or(file.psk_file),
+            no_auth: self.no_auth || file.no_auth,
+            metrics: self.metrics.or(file.metrics),
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
             stats: self.stats.or(file.stats),
             grace: self.grace.or(file.grace),
+            limits: self.limits.or(file.limits),
             tuning: self.tuning.or(file.tuning),
         }
     }
@@ -297,6 +357,8 @@ impl ServerArgs {
     fn relative_to(mut self, file: &Path) -> ServerArgs {
         self.tls_cert = self.tls_cert.map(|p| beside(file, p));
         self.tls_key = self.tls_key.map(|p| beside(file, p));
+        self.tls_client_ca = self.tls_client_ca.map(|p| beside(file, p));
+        self.psk_file = self.psk_file.map(|p| beside(file, p));
         self
     }
 }
@@ -331,6 +393,15 @@ pub struct ClientArgs {
     /// TLS: name to check the server certificate against [default: the host of --server].
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// Mutual TLS: our certificate chain (PEM), for a server with --tls-client-ca; needs --tls-key.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Pre-shared key file, the same as the server's --psk-file: authenticates both ends and encrypts the carrier.
+    #[arg(long, value_name = "FILE")]
+    pub psk_file: Option<PathBuf>,
     /// Time allowed to connect to the server; local connections wait this long for a carrier while reconnecting [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -364,8 +435,8 @@ pub struct ClientSettings {
     pub config: Config,
     /// Carrier connections to keep (at least 1).
     pub conns: usize,
-    /// TLS for carrier connections, if on.
-    pub tls: Option<ClientTls>,
+    /// How carrier connections are secured.
+    pub auth: ClientAuth,
     /// Time allowed to connect (TCP and TLS), and for a local connection to get a carrier.
     pub connect_timeout: Duration,
     /// Start without a first successful connection.
@@ -395,13 +466,20 @@ impl ClientArgs {
                 "--proto auto is for the server: pick smux1, smux2 or yamux".into(),
             ));
         }
-        let config = a.tuning.config(proto, Side::Client)?;
+        let mut config = a.tuning.config(proto, Side::Client)?;
+        // The client only opens streams: any its server opens are refused at once.
+        config.accept_streams = false;
         let conns = a.conns.unwrap_or(1);
         if !(1..=64).contains(&conns) {
             return Err(Error::Usage(format!(
                 "invalid --conns {conns}: allowed 1..=64"
             )));
         }
+        let identity = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err(Error::Usage("--tls-cert and --tls-key go together".into())),
+        };
         let tls = match (a.tls_ca, a.tls_insecure_skip_verify) {
             (Some(_), true) => {
                 return Err(Error::Usage(
@@ -410,22 +488,35 @@ impl ClientArgs {
             }
             (ca, insecure) if ca.is_some() || insecure => {
                 let name = a.tls_server_name.as_deref().unwrap_or(host);
-                Some(ClientTls::new(ca.as_deref(), name)?)
+                Some(ClientTls::new(ca.as_deref(), name, identity)?)
             }
-            _ if a.tls_server_name.is_some() => {
-                return Err(Error::Usage(
-                    "--tls-server-name needs TLS: add --tls-ca or --tls-insecure-skip-verify"
-                        .into(),
-                ))
+            _ if a.tls_server_name.is_some() || identity.is_some() => {
+                let flag = match identity {
+                    Some(_) => "--tls-cert",
+                    None => "--tls-server-name",
+                };
+                return Err(Error::Usage(format!(
+                    "{flag} needs TLS: add --tls-ca or --tls-insecure-skip-verify"
+                )));
             }
             _ => None,
+        };
+        let auth = match (tls, a.psk_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "--psk-file and the --tls-* options exclude each other".into(),
+                ))
+            }
+            (Some(tls), None) => ClientAuth::Tls(tls),
+            (None, Some(psk)) => ClientAuth::Psk(Arc::new(Psk::from_file(&psk)?)),
+            (None, None) => ClientAuth::None,
         };
         Ok(ClientSettings {
             listen,
             server,
             config,
             conns,
-            tls,
+            auth,
             connect_timeout: positive(a.connect_timeout)?,
             wait_for_server: a.wait_for_server,
             stats: a.stats.filter(|d| !d.is_zero()),
@@ -444,6 +535,9 @@ impl ClientArgs {
             tls_insecure_skip_verify: self.tls_insecure_skip_verify
                 || file.tls_insecure_skip_verify,
             tls_server_name: self.tls_server_name.or(file.tls_server_name),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            psk_file: self.psk_file.or(file.psk_file),
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
             wait_for_server: self.wait_for_server || file.wait_for_server,
             stats: self.stats.or(file.stats),
@@ -454,6 +548,9 @@ impl ClientArgs {
 
     fn relative_to(mut self, file: &Path) -> ClientArgs {
         self.tls_ca = self.tls_ca.map(|p| beside(file, p));
+        self.tls_cert = self.tls_cert.map(|p| beside(file, p));
+        self.tls_key = self.tls_key.map(|p| beside(file, p));
+        self.psk_file = self.psk_file.map(|p| beside(file, p));
         self
     }
 }

@@ -28,16 +28,24 @@
 //! # }
 //! ```
 
+mod auth;
 mod client;
 mod config;
+mod limits;
+mod metrics;
+mod noise;
 mod pipe;
 mod server;
 mod stats;
 mod tls;
 mod units;
 
+pub use auth::{ClientAuth, ServerAuth};
 pub use client::Client;
 pub use config::{ClientArgs, ClientSettings, Proto, ServerArgs, ServerSettings, Tuning};
+pub use limits::{LimitArgs, Limits};
+pub use metrics::Metrics;
+pub use noise::{NoiseStream, Psk};
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use tls::ClientTls;
@@ -128,10 +136,9 @@ async fn bind_listener(addr: &str) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|e| Error::Runtime(format!("cannot listen on {addr}: {}", io_reason(&e))))
 }
 
-/// An I/O error's message without Rust's " (os error N)" suffix.
-/// Accepts TCP connections until `shutdown`, handing each to `serve` on `tasks`. An
-/// accept error (out of file descriptors and the like) waits a little for some to be
-/// freed. The listener is closed on return.
+/// Accepts TCP connections until `shutdown`, handing each to `serve` on `tasks`. After
+/// an accept error (out of file descriptors and the like) it backs off, logging at most
+/// once per interval. The listener is closed on return.
 async fn accept_until<F>(
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
@@ -140,22 +147,28 @@ async fn accept_until<F>(
 ) where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    let mut backoff = limits::AcceptBackoff::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    backoff.succeeded();
                     tasks.spawn(serve(tcp, peer));
                 }
                 Err(e) => {
-                    tracing::warn!("accepting a connection failed: {}", io_reason(&e));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let delay = backoff.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
             },
         }
     }
 }
 
+/// An I/O error's message without Rust's " (os error N)" suffix.
 fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {

@@ -7,18 +7,22 @@
 //! connection closed with RST, so neither side takes a cut connection for a complete one.
 
 use super::stats::{Stats, Way};
-use braid::{Session, Stream};
+use braid::{OwnedReadHalf, OwnedWriteHalf, Session, Stream};
+use bytes::BytesMut;
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read per copy step.
-const COPY_BUF: usize = 32 * 1024;
+/// Bytes read from TCP per step: each read becomes one chunk handed to the stream as it
+/// is (no copy), which frames it.
+const COPY_BUF: usize = 64 * 1024;
+/// Largest chunk taken from the stream per step (received payloads are passed to TCP as
+/// they arrived, without a copy).
+const CHUNK_MAX: usize = 256 * 1024;
 
 /// Which end of the tunnel runs the pipe: decides which direction counts as "up".
 #[derive(Debug, Clone, Copy)]
@@ -48,14 +52,14 @@ pub(crate) async fn pipe(
         End::Server => (Way::Up, Way::Down),
     };
     let abort = kill.child_token();
-    let stream = SharedStream(Arc::new(Mutex::new(stream)));
+    let (stream_r, stream_w) = stream.into_split();
     let (tcp_r, tcp_w) = tcp.into_split();
     let to_tcp = tokio::spawn({
-        let (stream, abort, stats) = (stream.clone(), abort.clone(), stats.clone());
-        async move { copy(stream, tcp_w, stats.bytes(to_tcp_way), &abort).await }
+        let (abort, stats) = (abort.clone(), stats.clone());
+        async move { stream_to_tcp(stream_r, tcp_w, stats.bytes(to_tcp_way), &abort).await }
     });
     let to_stream = tokio::select! {
-        res = copy(tcp_r, stream, stats.bytes(to_stream_way), &abort) => res,
+        res = tcp_to_stream(tcp_r, stream_w, stats.bytes(to_stream_way), &abort) => res,
         reason = session.closed() => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             format!("session ended: {reason}"),
@@ -85,103 +89,79 @@ fn is_abort(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Aborted>())
 }
 
-/// Copies `r` to `w` until EOF, then half-closes `w`. On an error, or when `abort`
-/// fires, aborts both ends and fires `abort` for the other direction.
-async fn copy<R, W>(
-    mut r: R,
-    mut w: W,
+/// Stream to TCP: received chunks are written as they are; the stream's end of data
+/// becomes the TCP half-close.
+async fn stream_to_tcp(
+    mut r: OwnedReadHalf,
+    mut w: tcp::OwnedWriteHalf,
     counter: &AtomicU64,
     abort: &CancellationToken,
-) -> io::Result<()>
-where
-    R: AsyncRead + Abort + Unpin,
-    W: AsyncWrite + Abort + Unpin,
-{
+) -> io::Result<()> {
     let copied = async {
-        let mut buf = vec![0u8; COPY_BUF];
+        while let Some(chunk) = r.read_chunk(CHUNK_MAX).await? {
+            w.write_all(&chunk).await?;
+            counter.fetch_add(chunk.len() as u64, Relaxed);
+        }
+        w.shutdown().await
+    };
+    let res = abortable(copied, abort).await;
+    if res.is_err() {
+        r.reset();
+        abort_tcp_write(w);
+    }
+    res
+}
+
+/// TCP to stream: each read is handed to the stream as one chunk; TCP's end of data
+/// becomes the stream's FIN.
+async fn tcp_to_stream(
+    mut r: tcp::OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    counter: &AtomicU64,
+    abort: &CancellationToken,
+) -> io::Result<()> {
+    let copied = async {
+        let mut buf = BytesMut::new();
         loop {
-            let n = r.read(&mut buf).await?;
+            // Reuses the buffer once the stream has framed and sent the last chunk.
+            buf.reserve(COPY_BUF);
+            let n = r.read_buf(&mut buf).await?;
             if n == 0 {
                 return w.shutdown().await;
             }
-            w.write_all(&buf[..n]).await?;
+            w.write_chunk(buf.split().freeze()).await?;
             counter.fetch_add(n as u64, Relaxed);
         }
     };
+    let res = abortable(copied, abort).await;
+    if res.is_err() {
+        w.reset();
+        // Closing the socket sends RST instead of FIN.
+        let _ = r.as_ref().set_zero_linger();
+    }
+    res
+}
+
+/// Runs one direction until it ends or `abort` fires; an error fires `abort` for the
+/// other direction.
+async fn abortable(
+    copied: impl Future<Output = io::Result<()>>,
+    abort: &CancellationToken,
+) -> io::Result<()> {
     let res = tokio::select! {
         res = copied => res,
         _ = abort.cancelled() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, Aborted)),
     };
     if res.is_err() {
         abort.cancel();
-        r.abort();
-        w.abort();
     }
     res
 }
 
-/// Ends a connection abruptly.
-trait Abort {
-    fn abort(self);
-}
-
-impl Abort for tcp::OwnedReadHalf {
-    fn abort(self) {
-        // Closing the socket sends RST instead of FIN.
-        let _ = self.as_ref().set_zero_linger();
-    }
-}
-
-impl Abort for tcp::OwnedWriteHalf {
-    fn abort(self) {
-        let _ = self.as_ref().set_zero_linger();
-        // Dropping a write half sends FIN, which would make the cut look like an end.
-        // Forgotten, it closes (with RST) along with the read half.
-        self.forget();
-    }
-}
-
-/// A stream used by both copy tasks. braid's split halves cannot reset the stream, so
-/// the tasks share the whole stream; the lock is only held inside a poll.
-#[derive(Clone)]
-struct SharedStream(Arc<Mutex<Stream>>);
-
-impl SharedStream {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stream> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Abort for SharedStream {
-    fn abort(self) {
-        self.lock().reset();
-    }
-}
-
-impl AsyncRead for SharedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.lock()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SharedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.lock()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.lock()).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.lock()).poll_shutdown(cx)
-    }
+/// Ends the TCP connection abruptly: RST, not the FIN that dropping a write half sends
+/// (which would make the cut look like an end).
+fn abort_tcp_write(w: tcp::OwnedWriteHalf) {
+    let _ = w.as_ref().set_zero_linger();
+    // Forgotten, the write half closes (with RST) along with the read half.
+    w.forget();
 }

@@ -1,12 +1,18 @@
 //! `braid server`: accepts carrier connections and forwards each stream to the target.
 
+use super::auth::BoxIo;
+use super::limits::{self, protocol_name, Throttle};
+use super::metrics::{self, Metrics};
 use super::pipe::{pipe, End};
 use super::stats::Stats;
 use super::{accept_until, bind_listener, drain, io_reason, Error, ServerSettings, CLOSE_BOUND};
-use braid::{ConnectionError, Session, Side, Stream};
+use braid::{ConnectionError, Protocol, Session, Stream};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,14 +21,22 @@ use tracing::{debug, info, warn};
 /// A bound `braid server`; [`Server::run`] serves until shut down.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     settings: ServerSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
+
+/// Refusals (over a limit) are logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What every connection and stream task shares.
 struct Ctx {
     settings: ServerSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    /// One permit per carrier connection (`--max-sessions`).
+    sessions: Arc<Semaphore>,
     /// Fired by the shutdown signal: accept nothing new.
     stop: CancellationToken,
     /// Fired when the grace period is over: cut the streams that are left.
@@ -34,14 +48,36 @@ struct Ctx {
 }
 
 impl Server {
-    /// Binds the listening socket (`settings.listen`).
+    /// Binds the listening socket (`settings.listen`), and the metrics one if asked.
     pub async fn bind(settings: ServerSettings) -> Result<Server, Error> {
         let listener = bind_listener(&settings.listen).await?;
+        let metrics_listener = match &settings.metrics {
+            Some(addr) => Some(
+                bind_listener(addr)
+                    .await
+                    .map_err(|e| Error::Runtime(format!("{e} (--metrics)")))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             listener,
+            metrics_listener,
             settings,
             stats: Arc::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The address metrics are served on, with `--metrics`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -63,12 +99,16 @@ impl Server {
         let listen = self.local_addr();
         let Server {
             listener,
+            metrics_listener,
             settings,
             stats,
+            metrics,
         } = self;
         let ctx = Arc::new(Ctx {
+            sessions: Arc::new(Semaphore::new(settings.limits.max_sessions)),
             settings,
             stats,
+            metrics,
             stop: shutdown.clone(),
             kill: CancellationToken::new(),
             close: CancellationToken::new(),
@@ -76,13 +116,31 @@ impl Server {
         });
         let s = &ctx.settings;
         info!(%listen, target = %s.target, protocol = ?s.config.protocol,
-              tls = s.tls.is_some(), "server started");
+              auth = s.auth.describe(), limits = ?s.limits, "server started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
         }
+        if let Some(l) = metrics_listener {
+            tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
+        }
         let sessions = TaskTracker::new();
+        let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
         accept_until(listener, &shutdown, &sessions, |tcp, peer| {
-            serve_connection(tcp, peer, ctx.clone())
+            let permit = ctx.sessions.clone().try_acquire_owned().ok();
+            if permit.is_none() {
+                ctx.metrics.refused_session();
+                let _ = tcp.set_zero_linger();
+                if let Some(more) = refusals.event() {
+                    warn!(%peer, "connection refused: already serving --max-sessions {} connections{}",
+                          ctx.settings.limits.max_sessions, also(more));
+                }
+            }
+            let ctx = ctx.clone();
+            async move {
+                if let Some(permit) = permit {
+                    serve_connection(tcp, peer, ctx, permit).await;
+                }
+            }
         })
         .await;
         drain(&ctx.pipes, ctx.settings.grace, &ctx.stats).await;
@@ -98,17 +156,45 @@ impl Server {
     }
 }
 
-/// Runs one carrier connection: (TLS,) session, and a forwarding task per stream.
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let session = match start_session(tcp, &ctx).await {
-        Ok(session) => session,
+/// ", N more since the last report" for a throttled log line.
+fn also(more: u64) -> String {
+    match more {
+        0 => String::new(),
+        n => format!(" ({n} more since the last report)"),
+    }
+}
+
+/// Runs one carrier connection: handshake, session, and a forwarding task per stream
+/// (up to `--max-streams` at once).
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    _permit: OwnedSemaphorePermit,
+) {
+    // A second descriptor keeps the socket open until a failure is counted and logged,
+    // so that whoever sees the connection close also sees it in the metrics.
+    let hold = tcp.as_fd().try_clone_to_owned().ok();
+    let (session, proto) = match start_session(tcp, &ctx).await {
+        Ok(started) => started,
         Err(e) => {
-            warn!(%peer, "{e}");
+            ctx.metrics.handshake_failure();
+            warn!(%peer, "connection refused: {e}");
+            drop(hold);
             return;
         }
     };
+    drop(hold);
     let _gauge = ctx.stats.session();
-    info!(%peer, "session opened");
+    let _counted = ctx.metrics.session(proto, &session);
+    if ctx.settings.config.protocol == Protocol::Auto {
+        info!(%peer, protocol = proto, "session opened (protocol detected: {proto})");
+    } else {
+        info!(%peer, protocol = proto, "session opened");
+    }
+    let max_streams = ctx.settings.limits.max_streams;
+    let streams = Arc::new(Semaphore::new(max_streams));
+    let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
     let reason = loop {
         let stream = tokio::select! {
             stream = session.accept_stream() => stream,
@@ -123,41 +209,67 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         if ctx.stop.is_cancelled() {
             debug!(%peer, stream = stream.id().0, "shutting down: stream reset");
             stream.reset();
+            ctx.metrics.refused_stream(proto);
             continue;
         }
-        ctx.pipes
-            .spawn(forward(stream, session.clone(), peer, ctx.clone()));
+        let Ok(permit) = streams.clone().try_acquire_owned() else {
+            stream.reset();
+            ctx.metrics.refused_stream(proto);
+            if let Some(more) = refusals.event() {
+                warn!(%peer, "stream refused: already forwarding --max-streams {max_streams} streams for this connection{}", also(more));
+            }
+            continue;
+        };
+        let task = forward(stream, session.clone(), peer, proto, ctx.clone());
+        ctx.pipes.spawn(async move {
+            task.await;
+            drop(permit);
+        });
     };
     info!(%peer, "session closed: {reason}");
 }
 
-async fn start_session(tcp: TcpStream, ctx: &Ctx) -> Result<Session, String> {
-    let config = ctx.settings.config.clone();
-    let Some(acceptor) = &ctx.settings.tls else {
-        return Session::from_tcp(tcp, config, Side::Server).map_err(|e| e.to_string());
+/// The handshake (`--handshake-timeout`), protocol detection under `--proto auto`
+/// (`--detect-timeout`), and the session; with the protocol's name.
+async fn start_session(tcp: TcpStream, ctx: &Ctx) -> Result<(Session, &'static str), String> {
+    let s = &ctx.settings;
+    let _ = tcp.set_nodelay(true); // frames are batched already
+    let io = s.auth.handshake(tcp, s.limits.handshake_timeout).await?;
+    let mut config = s.config.clone();
+    let io: BoxIo = if config.protocol == Protocol::Auto {
+        let (detected, io) = limits::detect(io, s.limits.detect_timeout).await?;
+        config = config.detected(detected);
+        Box::new(io)
+    } else {
+        io
     };
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let tls = match timeout(ctx.settings.connect_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-        Err(_) => return Err("TLS handshake timed out".into()),
-    };
-    Session::server(tls, config).map_err(|e| e.to_string())
+    let proto = protocol_name(config.protocol);
+    let session = Session::server(io, config).map_err(|e| e.to_string())?;
+    Ok((session, proto))
 }
 
 /// Connects to the target and pipes the stream to it; resets the stream if the target
 /// cannot be reached.
-async fn forward(stream: Stream, session: Session, peer: SocketAddr, ctx: Arc<Ctx>) {
+async fn forward(
+    stream: Stream,
+    session: Session,
+    peer: SocketAddr,
+    proto: &'static str,
+    ctx: Arc<Ctx>,
+) {
     let s = &ctx.settings;
     let id = stream.id().0;
+    let _counted = ctx.metrics.stream(proto);
     let tcp = match timeout(s.connect_timeout, TcpStream::connect(&s.target)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
+            ctx.metrics.target_failure(proto);
             warn!(%peer, stream = id, "cannot connect to target {}: {}", s.target, io_reason(&e));
             stream.reset();
             return;
         }
         Err(_) => {
+            ctx.metrics.target_failure(proto);
             warn!(%peer, stream = id, "target {} did not answer within {:?}", s.target, s.connect_timeout);
             stream.reset();
             return;

@@ -3,16 +3,23 @@
 use super::Error;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore};
-use tokio_rustls::rustls::{ServerConfig, SignatureScheme};
+use tokio_rustls::rustls::{AlertDescription, ProtocolVersion, ServerConfig, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+// rustls 0.23.48 deprecates ring's provider (no post-quantum key exchange); the
+// aws-lc-rs one would need cmake and nasm to build.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(crypto::ring::default_provider())
 }
@@ -31,14 +38,44 @@ fn certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, Error>
     Ok(certs)
 }
 
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| Error::Usage(format!("cannot read --tls-key {}: {e}", path.display())))
+}
+
+fn roots(path: &Path, flag: &str) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path, flag)? {
+        roots
+            .add(cert)
+            .map_err(|e| Error::Usage(format!("unusable {flag} {}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
 /// The server's TLS acceptor from a PEM certificate chain and its PEM private key.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
+/// With `client_ca` (mutual TLS), clients must present a certificate signed by one of
+/// the CAs in that PEM file.
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, Error> {
     let chain = certs(cert, "--tls-cert")?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Usage(format!("cannot read --tls-key {}: {e}", key.display())))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let key = private_key(key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| Error::Usage(format!("TLS: {e}")))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca, "--tls-client-ca")?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| Error::Usage(format!("unusable --tls-client-ca {}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
         .map_err(|e| Error::Usage(format!("unusable --tls-cert/--tls-key: {e}")))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -54,24 +91,27 @@ pub struct ClientTls {
 
 impl ClientTls {
     /// Trusts the CAs in the PEM file `ca`, or, with `None`, any certificate at all.
-    pub fn new(ca: Option<&Path>, server_name: &str) -> Result<ClientTls, Error> {
+    /// With `identity` (certificate chain, private key), presents that certificate to
+    /// servers that ask for one (mutual TLS).
+    pub fn new(
+        ca: Option<&Path>,
+        server_name: &str,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<ClientTls, Error> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Usage(format!("TLS: {e}")))?;
-        let config = match ca {
-            Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in certs(path, "--tls-ca")? {
-                    roots.add(cert).map_err(|e| {
-                        Error::Usage(format!("unusable --tls-ca {}: {e}", path.display()))
-                    })?;
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
+        let builder = match ca {
+            Some(path) => builder.with_root_certificates(roots(path, "--tls-ca")?),
             None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-                .with_no_client_auth(),
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider()))),
+        };
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(certs(cert, "--tls-cert")?, private_key(key)?)
+                .map_err(|e| Error::Usage(format!("unusable --tls-cert/--tls-key: {e}")))?,
         };
         let server_name = ServerName::try_from(server_name.to_string())
             .map_err(|_| Error::Usage(format!("invalid TLS server name `{server_name}`")))?;
@@ -79,6 +119,78 @@ impl ClientTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
         })
+    }
+}
+
+/// After a TLS 1.3 handshake, waits (up to `within`) for the server's verdict on our
+/// certificate: in TLS 1.3 the client finishes first and a server that refuses the
+/// client's certificate says so only afterwards, with an alert. The session tickets a
+/// server sends once it accepted the client (rustls and Go do) end the wait early; a
+/// server that sends none costs `within`.
+pub async fn await_verdict(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    within: Duration,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (tcp, conn) = tls.get_mut();
+        if conn.protocol_version() != Some(ProtocolVersion::TLSv1_3)
+            || conn.tls13_tickets_received() > 0
+        {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, tcp.readable()).await {
+            Err(_) => return Ok(()),
+            Ok(ready) => ready?,
+        }
+        match conn.read_tls(&mut TryRead(tcp)) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the server closed the connection right after the TLS handshake",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                refusal_reason(&e),
+            ));
+        }
+    }
+}
+
+/// A one-line reason for a TLS failure, naming the likely fix for refused client
+/// certificates.
+pub fn refusal_reason(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate: add --tls-cert and --tls-key".into()
+        }
+        rustls::Error::AlertReceived(
+            a @ (AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::AccessDenied),
+        ) => format!(
+            "the server refused our client certificate ({a:?}): --tls-cert must be signed by a CA in the server's --tls-client-ca"
+        ),
+        e => format!("TLS: {e}"),
+    }
+}
+
+/// `std::io::Read` over a non-blocking tokio socket.
+struct TryRead<'a>(&'a TcpStream);
+
+impl std::io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Running {
     pub task: JoinHandle<Result<(), Error>>,
     /// Client only: carriers up.
     pub carriers: Option<watch::Receiver<usize>>,
+    /// Server only, with `--metrics`: where metrics are served.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Running {
@@ -71,7 +73,7 @@ pub async fn start_server(target: SocketAddr, args: &[&str]) -> Running {
     let argv = ["server", "--listen", "127.0.0.1:0", "--target", &target];
     let cli = ServerCli::try_parse_from(argv.iter().chain(args)).unwrap();
     let server = Server::bind(cli.args.resolve().unwrap()).await.unwrap();
-    let (addr, stats) = (server.local_addr(), server.stats());
+    let (addr, stats, metrics) = (server.local_addr(), server.stats(), server.metrics_addr());
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
     Running {
@@ -80,6 +82,7 @@ pub async fn start_server(target: SocketAddr, args: &[&str]) -> Running {
         stop,
         task,
         carriers: None,
+        metrics,
     }
 }
 
@@ -103,6 +106,7 @@ pub async fn start_client(server: SocketAddr, args: &[&str]) -> Running {
         stop,
         task,
         carriers: Some(carriers),
+        metrics: None,
     }
 }
 

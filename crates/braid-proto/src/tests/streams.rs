@@ -553,3 +553,52 @@ fn drained_send_buffers_are_given_back() {
         assert!(capacity < 64 * 1024, "{capacity} bytes kept");
     }
 }
+
+/// `write_chunk` frames the application's `Bytes` as they are: the payloads sent point
+/// into the chunk, and the peer reads exactly the bytes written, in order, mixed with
+/// copied writes.
+#[test]
+fn write_chunk_frames_the_chunk_without_copying() {
+    for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
+        let now = std::time::Instant::now();
+        let mut client = crate::Session::new(Config::new(protocol), crate::Side::Client, now);
+        let mut server = crate::Session::new(Config::new(protocol), crate::Side::Server, now);
+        let id = client.open().unwrap();
+        let chunk = bytes::Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(client.write(id, b"head").unwrap(), 4);
+        assert_eq!(client.write_chunk(id, chunk.clone()).unwrap(), 100_000);
+        assert_eq!(
+            client
+                .write_chunk(id, bytes::Bytes::from_static(b"tail"))
+                .unwrap(),
+            4
+        );
+        let mut out: Vec<bytes::Bytes> = Vec::new();
+        client.poll_transmit(now, &mut out, 1 << 20);
+        let range = chunk.as_ptr() as usize..chunk.as_ptr() as usize + chunk.len();
+        let shared: usize = out
+            .iter()
+            .filter(|c| range.contains(&(c.as_ptr() as usize)))
+            .map(|c| c.len())
+            .sum();
+        assert_eq!(shared, 100_000, "{protocol:?}: the chunk went out uncopied");
+        let mut wire = bytes::BytesMut::new();
+        for c in out {
+            wire.extend_from_slice(&c);
+        }
+        server.handle_input(now, &mut wire).unwrap();
+        let sid = server.accept().unwrap();
+        let mut got = vec![0u8; 200_000];
+        let mut n = 0;
+        while let Ok(k) = server.read(sid, &mut got[n..]) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&chunk);
+        want.extend_from_slice(b"tail");
+        assert_eq!(&got[..n], &want[..], "{protocol:?}");
+    }
+}

@@ -62,10 +62,26 @@ impl StreamRef {
     }
 
     fn write(&self, data: &[u8]) -> io::Result<usize> {
+        self.write_with(|st, id| st.core.write(id, data))
+    }
+
+    fn write_chunk(&self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.write_with(|st, id| st.core.write_chunk(id, data.clone()))?;
+            let _ = data.split_to(n);
+        }
+        Ok(())
+    }
+
+    /// Waits until `write` takes some data, up to the write timeout.
+    fn write_with(
+        &self,
+        mut write: impl FnMut(&mut State, StreamId) -> Result<usize, WriteError>,
+    ) -> io::Result<usize> {
         let mut st = self.inner.lock();
         let deadline = deadline_after(self.slot(&mut st).write_timeout);
         loop {
-            match st.core.write(self.id, data) {
+            match write(&mut st, self.id) {
                 Ok(n) => {
                     st.wake_io();
                     return Ok(n);
@@ -189,17 +205,19 @@ impl Stream {
             .expect("a held stream is known to the session")
     }
 
-    /// Reads up to `max` bytes as one chunk of received data, without copying it: `None`
-    /// at end of stream. Blocks and times out like `read`.
+    /// Reads the next chunk of received data as it arrived, without copying it into a
+    /// buffer of yours: at most `max` bytes (at least 1), `Ok(None)` at end of stream.
+    /// Blocks and times out like `read`; mixes freely with it.
     pub fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
-        self.stream.read_with(|st, id| st.core.read_chunk(id, max))
+        self.stream
+            .read_with(|st, id| st.core.read_chunk(id, max.max(1)))
     }
 
-    /// Writes a prefix of `data` and returns its length, blocking and timing out like
-    /// `write`. The core copies it into the stream's send buffer for now; a zero-copy
-    /// path comes with the core's own `write_chunk`.
-    pub fn write_chunk(&self, data: Bytes) -> io::Result<usize> {
-        self.stream.write(&data)
+    /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
+    /// copied together, so tiny chunks do not make tiny frames). Blocks and times out
+    /// like `write`; after a timeout, a prefix of `data` may have been queued.
+    pub fn write_chunk(&self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data)
     }
 
     /// Another handle to the same stream, e.g. to read in one thread and write in

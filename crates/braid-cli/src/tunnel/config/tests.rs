@@ -46,11 +46,15 @@ fn defaults() {
         .unwrap();
     assert_eq!(s.config.protocol, Protocol::Auto);
     assert_eq!(s.grace, DEFAULT_GRACE);
-    assert!(s.tls.is_none() && s.stats.is_none());
+    assert!(matches!(s.auth, ServerAuth::None) && s.stats.is_none());
+    assert_eq!(s.limits, Limits::default());
+    assert_eq!(s.config.idle_timeout, Limits::default().idle_timeout);
     let c = client(&["--listen", "127.0.0.1:0", "--server", "[::1]:7000"])
         .resolve()
         .unwrap();
-    assert_eq!(c.config, Config::new(Protocol::Yamux));
+    let mut want = Config::new(Protocol::Yamux);
+    want.accept_streams = false;
+    assert_eq!(c.config, want);
     assert_eq!(c.conns, 1);
 }
 
@@ -158,11 +162,11 @@ fn config_file_keys_are_the_flag_names_and_flags_win() {
     assert_eq!(c.connect_timeout, Duration::from_secs(3));
     assert_eq!(c.stats, Some(Duration::from_secs(60)));
     assert_eq!(c.grace, Duration::from_secs(2));
-    assert!(c.tls.is_some() && c.wait_for_server);
+    assert!(matches!(c.auth, ClientAuth::Tls(_)) && c.wait_for_server);
     // Every flag is a key of the file (the file above names them all).
     let text = std::fs::read_to_string(&path).unwrap();
     for key in keys::<ClientArgs>() {
-        if !["tls-ca"].contains(&key.as_str()) {
+        if !["tls-ca", "tls-cert", "tls-key", "psk-file"].contains(&key.as_str()) {
             assert!(text.contains(&format!("{key} =")), "key {key} untested");
         }
     }
@@ -191,4 +195,102 @@ fn config_file_errors_are_one_line() {
     a.config = Some(path);
     let e = a.resolve().err().unwrap().to_string();
     assert!(e.contains("bad3.toml:3:") && !e.contains('\n'), "{e}");
+}
+
+#[test]
+fn authentication_is_required_beyond_loopback() {
+    let dir = std::env::temp_dir().join(format!("braid-cli-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("psk");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let key = key.to_str().unwrap();
+    let open = server(&["--listen=0.0.0.0:7000", "--target=h:1"]).resolve();
+    let e = open.err().unwrap().to_string();
+    assert!(
+        e.starts_with("refusing to listen on 0.0.0.0:7000 unauthenticated"),
+        "{e}"
+    );
+    assert!(e.contains("--psk-file") && e.contains("--no-auth"), "{e}");
+    let s = server(&["--listen=0.0.0.0:7000", "--target=h:1", "--no-auth"]).resolve();
+    assert!(matches!(s.unwrap().auth, ServerAuth::None));
+    let s = server(&["--listen=[::]:7000", "--target=h:1", "--psk-file", key]).resolve();
+    assert!(matches!(s.unwrap().auth, ServerAuth::Psk(_)));
+    for (args, want) in [
+        (
+            vec!["--psk-file", key, "--no-auth"],
+            "--no-auth contradicts --psk-file",
+        ),
+        (vec!["--tls-client-ca=ca.pem"], "--tls-client-ca needs TLS"),
+        (
+            vec!["--psk-file", key, "--tls-cert=a", "--tls-key=b"],
+            "exclude each other",
+        ),
+    ] {
+        let argv: Vec<&str> = ["--listen=0.0.0.0:1", "--target=h:1"]
+            .into_iter()
+            .chain(args)
+            .collect();
+        let e = server(&argv).resolve().err().unwrap().to_string();
+        assert!(e.contains(want), "{argv:?}: {e}");
+    }
+    // A bad key file is a one-line usage error.
+    std::fs::write(dir.join("short"), "abcd").unwrap();
+    let short = dir.join("short");
+    let e = client(&[
+        "--listen=a:1",
+        "--server=h:1",
+        "--psk-file",
+        short.to_str().unwrap(),
+    ])
+    .resolve()
+    .err()
+    .unwrap();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("expected 64 hex digits"), "{e}");
+    let c = client(&["--listen=a:1", "--server=h:1", "--psk-file", key]).resolve();
+    assert!(matches!(c.unwrap().auth, ClientAuth::Psk(_)));
+    let e = client(&[
+        "--listen=a:1",
+        "--server=h:1",
+        "--tls-cert=a",
+        "--tls-key=b",
+    ])
+    .resolve()
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("--tls-cert needs TLS"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn server_config_file_takes_auth_limits_and_metrics() {
+    let path = temp_file(
+        "server.toml",
+        r#"
+        listen = "0.0.0.0:7000"
+        target = "127.0.0.1:8000"
+        psk-file = "server-psk"
+        metrics = "127.0.0.1:9100"
+        max-sessions = 10
+        max-streams = 100
+        idle-timeout = "5m"
+        detect-timeout = "20s"
+        handshake-timeout = "3s"
+        "#,
+    );
+    std::fs::write(path.with_file_name("server-psk"), "01".repeat(32)).unwrap();
+    let mut a = server(&["--max-streams", "50"]);
+    a.config = Some(path);
+    let s = a.resolve().unwrap();
+    assert!(matches!(s.auth, ServerAuth::Psk(_)));
+    assert_eq!(s.metrics.as_deref(), Some("127.0.0.1:9100"));
+    let want = Limits {
+        max_sessions: 10,
+        max_streams: 50,
+        idle_timeout: Some(Duration::from_secs(300)),
+        detect_timeout: Duration::from_secs(20),
+        handshake_timeout: Duration::from_secs(3),
+    };
+    assert_eq!(s.limits, want);
+    assert_eq!(s.config.idle_timeout, Some(Duration::from_secs(300)));
 }
