@@ -98,8 +98,8 @@ mod shared;
 mod stream;
 
 pub use braid_proto::{
-    Config, ConfigError, ConnectionError, Protocol, ResetReason, SessionStats, Side, StreamEnd,
-    StreamEndCallback, StreamId, StreamStats,
+    Config, ConfigError, ConfigField, ConnectionError, Protocol, ResetReason, SessionStats, Side,
+    StreamEnd, StreamEndCallback, StreamId, StreamStats,
 };
 pub use driver::Driver;
 pub use session::Session;

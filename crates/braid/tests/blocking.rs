@@ -595,7 +595,7 @@ fn invalid_config_is_refused_with_the_field_named() {
     config.max_frame_size = 0;
     let (a, _b) = tcp_sockets();
     let err = Session::client(a, config.clone()).unwrap_err();
-    assert_eq!(err.field, "max_frame_size");
+    assert_eq!(err.field, braid::ConfigField::MaxFrameSize);
     let err = Session::connect("127.0.0.1:1", config).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
