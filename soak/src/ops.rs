@@ -20,9 +20,9 @@
 //! connection error (`ConnectionReset`, `ConnectionAborted`, `BrokenPipe`), after
 //! verified data only; a clean EOF still has to be exactly where the plan puts it.
 
-use crate::engine::{Ctx, OpTrace, Pair, RegKey};
 use crate::pattern::{self, Dir, Mismatch};
 use crate::plan::{log_size, OpKind, Pace, Plan, Role, HEADER_LEN};
+use crate::state::{Ctx, OpTrace, Pair, RegKey};
 use braid::{OwnedReadHalf, OwnedWriteHalf, Protocol, Side, Stream};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
