@@ -64,8 +64,10 @@ fn reader_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
     let mut rx = RecvBuf::default();
     // Reading into a zeroed scratch buffer and appending costs a copy of what was read;
     // reading straight into the receive buffer's spare room would cost zeroing all of
-    // it on every read (safe code cannot read into uninitialized memory), which is more
-    // than the copy whenever reads return less than the room offered (small messages).
+    // it on every read (safe code cannot read into uninitialized memory). Measured
+    // (memset of the 128 KiB window vs memcpy of the bytes read, optimised, this
+    // machine): zeroing costs 1-2.7 us per read whatever it returns; the copy costs
+    // ~0.01 us for 1 KiB, 0.7-0.9 us for 64 KiB, and is on par only for a full window.
     // Either way the receive buffer is sized by `RecvBuf::read_limit`, so a partial
     // frame is completed in place, as in the tokio driver.
     let mut scratch = vec![0u8; READ_CHUNK];
