@@ -15,7 +15,7 @@
 #
 # The working corpus grows in fuzz/corpus-work/<target>/ (not committed; seeded from
 # fuzz/corpus/<target>/); crashes land in fuzz/artifacts/<target>/. Keep each crash as a
-# regression test in crates/braid-proto/tests/model.rs (as a byte array).
+# regression test in crates/braid-fuzz-harness/tests/model.rs (as a byte array).
 # Runs are sequential on purpose: the machine has 2 cores shared with other work.
 set -euo pipefail
 

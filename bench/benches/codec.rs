@@ -1,5 +1,6 @@
 //! Frame codec benchmarks: encoding and decoding smux v1/v2 and yamux frames with the
-//! public codecs of `braid_proto::frame`, no session and no I/O.
+//! codecs of `braid_proto::frame` (public with its `fuzzing` feature), no session and no
+//! I/O.
 //!
 //! For each protocol: control frames (header only) and data frames of 0 B, 64 B, 32 KiB
 //! and 64 KiB of payload (smux: 65535 B, its largest payload), throughput in wire bytes.

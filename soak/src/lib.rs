@@ -57,6 +57,7 @@ mod ops;
 mod pattern;
 mod plan;
 mod report;
+mod state;
 mod tasks;
 mod transport;
 

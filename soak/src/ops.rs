@@ -20,9 +20,9 @@
 //! connection error (`ConnectionReset`, `ConnectionAborted`, `BrokenPipe`), after
 //! verified data only; a clean EOF still has to be exactly where the plan puts it.
 
-use crate::engine::{Ctx, OpTrace, Pair, RegKey};
 use crate::pattern::{self, Dir, Mismatch};
 use crate::plan::{log_size, OpKind, Pace, Plan, Role, HEADER_LEN};
+use crate::state::{Ctx, OpTrace, Pair, RegKey};
 use braid::{OwnedReadHalf, OwnedWriteHalf, Protocol, Side, Stream};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -91,7 +91,7 @@ pub(crate) async fn opener(env: &Env<'_>, side: Side, plan: Plan) -> OpResult {
         Err(e) => return Err(format!("open_stream failed: {e} ({:?})", e.kind())),
     };
     env.ctx.counters(env.pair).add_opened();
-    env.trace.set_stream(stream.id());
+    env.trace.set_stream(stream.id().0);
     // Registered before the first byte can reach the acceptor: it checks the header
     // against this, and needs it if the stream ends before the header arrives.
     env.ctx.register(
@@ -99,7 +99,7 @@ pub(crate) async fn opener(env: &Env<'_>, side: Side, plan: Plan) -> OpResult {
             protocol: env.pair.index,
             generation: env.pair.generation,
             opener: side,
-            stream_id: stream.id(),
+            stream_id: stream.id().0,
         },
         plan,
     );
@@ -117,7 +117,7 @@ pub(crate) async fn opener(env: &Env<'_>, side: Side, plan: Plan) -> OpResult {
 
 /// Plays the acceptor's part for a stream the peer (`opener`) opened.
 pub(crate) async fn acceptor(env: &Env<'_>, opener: Side, stream: Stream) -> OpResult {
-    let id = stream.id();
+    let id = stream.id().0;
     env.trace.set_stream(id);
     env.trace.set_phase("header");
     let (mut r, w) = stream.into_split();

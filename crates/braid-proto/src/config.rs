@@ -48,7 +48,7 @@ impl Protocol {
 /// bounds. Set `protocol` through `Config::new`, so that the defaults follow it.
 ///
 /// ```
-/// use braid_proto::{Config, Protocol};
+/// use braid_proto::{Config, ConfigField, Protocol};
 ///
 /// let mut config = Config::new(Protocol::SmuxV2);
 /// config.max_stream_buffer = 1 << 20;
@@ -56,7 +56,7 @@ impl Protocol {
 ///
 /// config.max_frame_size = 70_000;
 /// let err = config.validate().unwrap_err();
-/// assert_eq!(err.field, "max_frame_size");
+/// assert_eq!(err.field, ConfigField::MaxFrameSize);
 /// assert_eq!(err.to_string(), "invalid config: max_frame_size = 70000, allowed: 1..=65535");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,12 +213,62 @@ impl PartialEq for StreamEndCallback {
 
 impl Eq for StreamEndCallback {}
 
+/// Defines [`ConfigField`] from its variants and the `Config` fields they name.
+macro_rules! config_fields {
+    ($($variant:ident = $name:ident),* $(,)?) => {
+        /// A [`Config`] field, as a [`ConfigError`] names it. Displays as the field's
+        /// name (`max_frame_size`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ConfigField {
+            $(#[doc = concat!("`Config::", stringify!($name), "`.")]
+            $variant,)*
+        }
+
+        impl ConfigField {
+            /// The field's name in [`Config`].
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ConfigField::$variant => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+config_fields!(
+    Protocol = protocol,
+    KeepAliveInterval = keep_alive_interval,
+    KeepAliveTimeout = keep_alive_timeout,
+    MaxFrameSize = max_frame_size,
+    MaxReceiveBuffer = max_receive_buffer,
+    MaxStreamBuffer = max_stream_buffer,
+    AcceptBacklog = accept_backlog,
+    MaxUnackedOpens = max_unacked_opens,
+    StreamOpenTimeout = stream_open_timeout,
+    StreamCloseTimeout = stream_close_timeout,
+    IdleTimeout = idle_timeout,
+    StreamNames = stream_names,
+    AutoWindowMax = auto_window_max,
+    PriorityShare = priority_share,
+    StreamSendBuffer = stream_send_buffer,
+    MaxSendBuffer = max_send_buffer,
+    CloseTimeout = close_timeout,
+    DetectTimeout = detect_timeout,
+);
+
+impl std::fmt::Display for ConfigField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A configuration value outside its allowed range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid config: {field} = {value}, allowed: {allowed}")]
 pub struct ConfigError {
     /// The offending field.
-    pub field: &'static str,
+    pub field: ConfigField,
     /// Its value.
     pub value: String,
     /// What would be accepted.
@@ -336,10 +386,10 @@ impl Config {
         let default = Config::new(protocol);
         while let Err(e) = c.validate() {
             let against = match e.field {
-                "auto_window_max" => Some("max_stream_buffer"),
-                "max_stream_buffer" => Some("max_receive_buffer"),
-                "keep_alive_timeout" => Some("keep_alive_interval"),
-                "max_send_buffer" => Some("stream_send_buffer"),
+                ConfigField::AutoWindowMax => Some(ConfigField::MaxStreamBuffer),
+                ConfigField::MaxStreamBuffer => Some(ConfigField::MaxReceiveBuffer),
+                ConfigField::KeepAliveTimeout => Some(ConfigField::KeepAliveInterval),
+                ConfigField::MaxSendBuffer => Some(ConfigField::StreamSendBuffer),
                 _ => None,
             };
             if !c.reset_field(e.field, &default)
@@ -352,13 +402,13 @@ impl Config {
         c
     }
 
-    /// Sets `field` (named as in [`ConfigError::field`]) back to `default`'s value.
+    /// Sets `field` back to `default`'s value.
     /// Returns false if it had that value already (or is not a field validation names).
     /// Each reset moves a field to its default for good, so repeated resets end.
-    fn reset_field(&mut self, field: &str, default: &Config) -> bool {
+    fn reset_field(&mut self, field: ConfigField, default: &Config) -> bool {
         macro_rules! reset {
             ($($name:ident),* $(,)?) => {
-                match field {
+                match field.name() {
                     $(stringify!($name) if self.$name != default.$name => {
                         self.$name = default.$name.clone();
                         true
@@ -393,7 +443,7 @@ impl Config {
     pub fn validate_for(&self, side: Side) -> Result<(), ConfigError> {
         if self.protocol == Protocol::Auto && side == Side::Client {
             return Err(ConfigError {
-                field: "protocol",
+                field: ConfigField::Protocol,
                 value: "Auto".into(),
                 allowed:
                     "SmuxV1, SmuxV2 or Yamux for a client (Auto detects, so it is for servers)"
@@ -407,7 +457,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn check(
             ok: bool,
-            field: &'static str,
+            field: ConfigField,
             value: impl std::fmt::Debug,
             allowed: impl Into<String>,
         ) -> Result<(), ConfigError> {
@@ -421,10 +471,10 @@ impl Config {
             })
         }
         for (field, value) in [
-            ("keep_alive_interval", self.keep_alive_interval),
-            ("keep_alive_timeout", self.keep_alive_timeout),
-            ("close_timeout", self.close_timeout),
-            ("detect_timeout", self.detect_timeout),
+            (ConfigField::KeepAliveInterval, self.keep_alive_interval),
+            (ConfigField::KeepAliveTimeout, self.keep_alive_timeout),
+            (ConfigField::CloseTimeout, self.close_timeout),
+            (ConfigField::DetectTimeout, self.detect_timeout),
         ] {
             check(value <= MAX_DURATION, field, value, "<= 365 days")?;
         }
@@ -432,21 +482,21 @@ impl Config {
         if !self.keep_alive_disabled {
             check(
                 !self.keep_alive_interval.is_zero(),
-                "keep_alive_interval",
+                ConfigField::KeepAliveInterval,
                 self.keep_alive_interval,
                 "> 0 (or keep_alive_disabled)",
             )?;
             if yamux {
                 check(
                     !self.keep_alive_timeout.is_zero(),
-                    "keep_alive_timeout",
+                    ConfigField::KeepAliveTimeout,
                     self.keep_alive_timeout,
                     "> 0",
                 )?;
             } else {
                 check(
                     self.keep_alive_timeout >= self.keep_alive_interval,
-                    "keep_alive_timeout",
+                    ConfigField::KeepAliveTimeout,
                     self.keep_alive_timeout,
                     format!(">= keep_alive_interval ({:?})", self.keep_alive_interval),
                 )?;
@@ -455,40 +505,40 @@ impl Config {
         let max_frame = if yamux { MAX_YAMUX_FRAME } else { MAX_PAYLOAD };
         check(
             (1..=max_frame).contains(&self.max_frame_size),
-            "max_frame_size",
+            ConfigField::MaxFrameSize,
             self.max_frame_size,
             format!("1..={max_frame}"),
         )?;
         check(
             self.priority_share <= 99,
-            "priority_share",
+            ConfigField::PriorityShare,
             self.priority_share,
             "0..=99 (percent)",
         )?;
         if let Some(t) = self.idle_timeout {
             check(
                 !t.is_zero() && t <= MAX_DURATION,
-                "idle_timeout",
+                ConfigField::IdleTimeout,
                 t,
                 "> 0 and <= 365 days",
             )?;
         }
         check(
             !(yamux && self.stream_names),
-            "stream_names",
+            ConfigField::StreamNames,
             self.stream_names,
             "false with yamux (names are a smux/gmux SYN payload)",
         )?;
         if yamux {
             check(
                 (256 * 1024..=I32_MAX).contains(&self.max_stream_buffer),
-                "max_stream_buffer",
+                ConfigField::MaxStreamBuffer,
                 self.max_stream_buffer,
                 "262144..=2147483647 (yamux windows start at 256 KiB)",
             )?;
             check(
                 (self.max_stream_buffer..=I32_MAX).contains(&self.auto_window_max),
-                "auto_window_max",
+                ConfigField::AutoWindowMax,
                 self.auto_window_max,
                 format!(
                     "max_stream_buffer ({})..=2147483647",
@@ -497,7 +547,7 @@ impl Config {
             )?;
             check(
                 self.max_unacked_opens >= 1,
-                "max_unacked_opens",
+                ConfigField::MaxUnackedOpens,
                 self.max_unacked_opens,
                 ">= 1",
             )?;
@@ -505,8 +555,8 @@ impl Config {
         // Armed for every protocol (stream_close_timeout) or for yamux only; checked for
         // all, since they are added to instants.
         for (field, value) in [
-            ("stream_open_timeout", self.stream_open_timeout),
-            ("stream_close_timeout", self.stream_close_timeout),
+            (ConfigField::StreamOpenTimeout, self.stream_open_timeout),
+            (ConfigField::StreamCloseTimeout, self.stream_close_timeout),
         ] {
             check(
                 !value.is_zero() && value <= MAX_DURATION,
@@ -517,32 +567,32 @@ impl Config {
         }
         check(
             (1..=I32_MAX).contains(&self.max_receive_buffer),
-            "max_receive_buffer",
+            ConfigField::MaxReceiveBuffer,
             self.max_receive_buffer,
             "1..=2147483647",
         )?;
         check(
             (1..=self.max_receive_buffer).contains(&self.max_stream_buffer)
                 || (yamux && self.max_stream_buffer <= I32_MAX),
-            "max_stream_buffer",
+            ConfigField::MaxStreamBuffer,
             self.max_stream_buffer,
             format!("1..=max_receive_buffer ({})", self.max_receive_buffer),
         )?;
         check(
             self.accept_backlog >= 1,
-            "accept_backlog",
+            ConfigField::AcceptBacklog,
             self.accept_backlog,
             ">= 1",
         )?;
         check(
             (1..=I32_MAX).contains(&self.stream_send_buffer),
-            "stream_send_buffer",
+            ConfigField::StreamSendBuffer,
             self.stream_send_buffer,
             "1..=2147483647",
         )?;
         check(
             self.max_send_buffer >= self.stream_send_buffer,
-            "max_send_buffer",
+            ConfigField::MaxSendBuffer,
             self.max_send_buffer,
             format!(">= stream_send_buffer ({})", self.stream_send_buffer),
         )?;
@@ -579,7 +629,10 @@ mod tests {
         c.validate().unwrap();
         let mut small = c.clone();
         small.max_stream_buffer = 65536;
-        assert_eq!(small.validate().unwrap_err().field, "max_stream_buffer");
+        assert_eq!(
+            small.validate().unwrap_err().field,
+            ConfigField::MaxStreamBuffer
+        );
         let mut big = c;
         big.max_frame_size = 1 << 20;
         big.validate().unwrap();
@@ -615,7 +668,7 @@ mod tests {
         for (mutate, field) in cases {
             let mut c = Config::default();
             mutate(&mut c);
-            assert_eq!(c.validate().unwrap_err().field, field);
+            assert_eq!(c.validate().unwrap_err().field.name(), field);
         }
         // With keepalive disabled its durations are not checked, as in Go.
         let mut c = Config::default();

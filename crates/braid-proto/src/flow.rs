@@ -1,5 +1,6 @@
-//! Flow control: the session receive budget (Go's token bucket) and the smux v2
-//! per-stream windows, with the same arithmetic as Go so that both ends agree.
+//! Flow control: the session receive budget (Go smux's token bucket), the smux v2
+//! per-stream windows and yamux's per-stream receive windows, with
+//! the same arithmetic as the Go libraries so that both ends agree.
 
 use std::time::{Duration, Instant};
 

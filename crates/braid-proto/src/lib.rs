@@ -1,7 +1,7 @@
 //! # braid-proto: the sans-IO core of braid
 //!
-//! The smux v1/v2 protocol (xtaci/smux, byte-compatible with Go) as a plain state
-//! machine: bytes and time go in, bytes, events and the next deadline come out. It owns no
+//! The smux v1/v2 (xtaci/smux) and yamux (hashicorp/yamux) protocols, byte-compatible
+//! with the Go libraries, as a plain state machine: bytes and time go in, bytes, events and the next deadline come out. It owns no
 //! socket, spawns nothing and never reads the clock, so it is deterministic and can be
 //! driven by tokio (the `braid` crate), by threads, or by any event loop.
 //!
@@ -79,7 +79,15 @@
 pub mod config;
 pub mod error;
 mod flow;
+/// The wire codecs. Public only with the `fuzzing` feature, for the fuzz targets and
+/// the codec benchmarks: not a stable API.
+#[cfg(feature = "fuzzing")]
 pub mod frame;
+// Without the feature, parts of the codecs only the fuzz targets, benchmarks and tests
+// use (whole-frame encoding, accessors) are unused by the session itself.
+#[cfg(not(feature = "fuzzing"))]
+#[allow(dead_code)]
+mod frame;
 mod recv_buf;
 mod sched;
 mod send_buf;
@@ -89,10 +97,12 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Config, ConfigError, Protocol, Side, StreamEndCallback};
+pub use config::{Config, ConfigError, ConfigField, Protocol, Side, StreamEndCallback};
 pub use error::{
     ConnectionError, OpenError, ProtocolViolation, ReadError, ResetReason, WriteError,
 };
 pub use flow::{INITIAL_PEER_WINDOW, YAMUX_INITIAL_WINDOW};
+pub use frame::smux::{Cmd as SmuxCmd, FrameError as SmuxFrameError};
+pub use frame::yamux::FrameError as YamuxFrameError;
 pub use session::{Event, Session, SessionStats, StreamStats};
 pub use stream::{StreamEnd, StreamId};

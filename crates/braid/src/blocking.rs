@@ -64,9 +64,28 @@
 //! connection.
 //!
 //! Application threads and the session's threads share the protocol core behind one
-//! mutex and wake each other with condition variables; data is copied once on each side
-//! (into the stream's send buffer, and out of the received frame into the reader's
-//! buffer).
+//! mutex and wake each other with condition variables. They run on the same
+//! runtime-neutral glue as the tokio driver (event dispatch, handle counting, the
+//! receive buffer and the transmit queue); only the waiting (condition variables instead
+//! of wakers) and the I/O (blocking reads and writes) differ. Sent data is copied once,
+//! into the stream's send buffer ([`Stream::write_chunk`] takes `Bytes` without a
+//! copy); received data is copied from the reader's scratch buffer into the receive
+//! buffer, then out to the application ([`Stream::read_chunk`] hands the frame's bytes
+//! over without the second copy).
+//!
+//! ## Differences from the tokio API
+//!
+//! Every method of [`crate::Session`] and [`crate::Stream`] is here too, except where
+//! `std` has its own way:
+//!
+//! - half-close is [`Stream::shutdown_write`] (tokio: `AsyncWriteExt::shutdown`);
+//! - [`Stream::try_clone`] instead of `into_split`: `Read` and `Write` are implemented
+//!   for `&Stream`, so clones read and write from different threads;
+//! - deadlines are [`Stream::set_read_timeout`], [`Stream::set_write_timeout`] and
+//!   [`Session::accept_timeout`] (tokio: `tokio::time::timeout` around any call, and
+//!   `Session::accept_timeout`);
+//! - [`Session::connect`] dials TCP itself; the tokio API takes a connected socket;
+//! - there is no `Driver`: the session's threads are started by the constructors.
 
 mod session;
 mod shared;

@@ -1,10 +1,10 @@
 //! The driver: the one task that owns the connection. It feeds received bytes to the core,
 //! writes the core's frames with vectored writes, fires its timers and wakes the handles.
 
-use crate::shared::{Inner, Wakeups};
+use crate::glue::{RecvBuf, TxQueue, MAX_IOVECS};
+use crate::shared::Inner;
 use braid_proto::ConnectionError;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::collections::VecDeque;
+use bytes::BufMut;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -13,21 +13,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-/// Bytes asked of the socket per read into a fresh buffer.
-const READ_CHUNK: usize = 256 * 1024;
-/// Room kept past each read so that a frame the read starts can be completed in the same
-/// buffer: received payloads are shared with the streams rather than copied, so growing
-/// a shared buffer would copy the partial frame at its end. Covers every smux frame and
-/// braid's own yamux frames; a larger frame is copied once.
-const FRAME_ROOM: usize = 64 * 1024 + 16;
-/// The least worth a read into what is left of a buffer.
-const MIN_READ: usize = 16 * 1024;
 /// Frames are taken from the core while fewer than this many bytes wait to be written.
 const TX_LOW_WATER: usize = 128 * 1024;
 /// How many bytes of frames the driver holds at most.
 const TX_HIGH_WATER: usize = 512 * 1024;
-/// Slices per vectored write.
-const MAX_IOVECS: usize = 64;
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
 
@@ -41,22 +30,8 @@ const ROUNDS_PER_POLL: usize = 32;
 pub struct Driver<T> {
     inner: Arc<Inner>,
     io: T,
-    rbuf: BytesMut,
-    /// Bytes the partial frame at the end of `rbuf` still needs.
-    rbuf_missing: usize,
-    /// `rbuf` has a new allocation of this size, to announce to the core.
-    rbuf_new: Option<usize>,
-    /// Earlier read buffers, reused once the streams have read their payloads.
-    read_buffers: crate::buffers::ReadBuffers,
-    /// Frames waiting to be written, in order, and their total length.
-    txq: VecDeque<Bytes>,
-    txq_len: usize,
-    /// Reused buffer that the core's frames are taken into.
-    chunks: Vec<Bytes>,
-    /// Scratch buffer for transports without vectored writes.
-    flat: Vec<u8>,
-    /// The transport reached end of file.
-    eof: bool,
+    rx: RecvBuf,
+    tx: TxQueue,
     /// Writing or reading failed: nothing more is written.
     io_failed: bool,
     needs_flush: bool,
@@ -72,15 +47,8 @@ impl<T> Driver<T> {
         Driver {
             inner,
             io,
-            rbuf: BytesMut::new(),
-            rbuf_missing: 0,
-            rbuf_new: None,
-            read_buffers: Default::default(),
-            txq: VecDeque::new(),
-            txq_len: 0,
-            chunks: Vec::new(),
-            flat: Vec::new(),
-            eof: false,
+            rx: RecvBuf::default(),
+            tx: TxQueue::default(),
             io_failed: false,
             needs_flush: false,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
@@ -103,79 +71,41 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// Everything done under the lock: timers, input, taking frames, events.
     fn locked_round(&mut self, cx: &Context<'_>) -> Round {
         let now = crate::now();
-        let mut wake = Wakeups::default();
-        let round = {
-            let mut sh = self.inner.lock();
-            sh.register_driver(cx.waker());
-            if sh.core.poll_timeout().is_some_and(|t| t <= now) {
-                sh.core.handle_timeout(now);
-            }
-            if let Some(size) = self.rbuf_new.take() {
-                sh.core.note_input_buffer(size);
-            }
-            if !self.rbuf.is_empty() {
-                let _ = sh.core.handle_input(now, &mut self.rbuf);
-            }
-            self.rbuf_missing = sh.core.input_needed(&self.rbuf);
-            if self.eof && sh.core.wants_read() {
-                // Everything received has been taken in: the peer is gone.
-                sh.core
-                    .handle_transport_closed(now, ConnectionError::TransportClosed);
-            }
-            if self.txq_len < TX_LOW_WATER && !self.io_failed {
-                self.txq_len +=
-                    sh.core
-                        .poll_transmit(now, &mut self.chunks, TX_HIGH_WATER - self.txq_len);
-                self.txq.extend(self.chunks.drain(..));
-            }
-            sh.dispatch_events(&mut wake);
-            Round {
-                want_read: sh.core.wants_read() && !self.eof && !self.io_failed,
-                closed: sh.close_reason(),
-                deadline: sh.core.poll_timeout(),
-                close_deadline: sh.core.close_deadline(),
-            }
-        };
-        wake.wake_all();
-        round
+        let mut sh = self.inner.lock();
+        sh.register_driver(cx.waker());
+        sh.handle_timers(now);
+        self.rx.feed(&mut sh, now);
+        if self.tx.len() < TX_LOW_WATER && !self.io_failed {
+            self.tx.refill(&mut sh, now, TX_HIGH_WATER);
+            // Writable events: framing freed send-buffer room.
+            sh.dispatch();
+        }
+        Round {
+            want_read: sh.core.wants_read() && !self.rx.eof && !self.io_failed,
+            closed: sh.close_reason(),
+            deadline: sh.core.poll_timeout(),
+            close_deadline: sh.core.close_deadline(),
+        }
     }
 
     fn fail_io(&mut self, err: ConnectionError) {
         self.io_failed = true;
-        self.txq.clear();
-        self.txq_len = 0;
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.handle_transport_closed(crate::now(), err);
-            sh.dispatch_events(&mut wake);
-        }
-        wake.wake_all();
+        self.tx.clear();
+        self.inner.lock().transport_closed(crate::now(), err);
     }
 
     /// Writes queued frames. Returns true if any bytes were written.
     fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.txq.is_empty() || self.io_failed {
+        if self.tx.is_empty() || self.io_failed {
             return false;
         }
         let res = if self.io.is_write_vectored() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut k = 0;
-            for (slot, b) in slices.iter_mut().zip(&self.txq) {
-                *slot = IoSlice::new(b);
-                k += 1;
-            }
+            let k = self.tx.slices(&mut slices);
             Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
         } else {
-            // Coalesce small frames so that e.g. a TLS stream gets whole records.
-            self.flat.clear();
-            for b in &self.txq {
-                if !self.flat.is_empty() && self.flat.len() + b.len() > 64 * 1024 {
-                    break;
-                }
-                self.flat.extend_from_slice(b);
-            }
-            Pin::new(&mut self.io).poll_write(cx, &self.flat)
+            let flat = self.tx.flat();
+            Pin::new(&mut self.io).poll_write(cx, flat)
         };
         match res {
             Poll::Ready(Ok(0)) => {
@@ -184,18 +114,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 ));
                 true
             }
-            Poll::Ready(Ok(mut n)) => {
-                self.txq_len -= n;
-                while n > 0 {
-                    let front = self.txq.front_mut().expect("wrote more than queued");
-                    if front.len() <= n {
-                        n -= front.len();
-                        self.txq.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
+            Poll::Ready(Ok(n)) => {
+                self.tx.advance(n);
                 self.needs_flush = true;
                 true
             }
@@ -207,28 +127,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
-    /// How many bytes the next read may take into `rbuf`, growing it first if needed.
-    fn read_limit(&mut self) -> usize {
-        let missing = self.rbuf_missing;
-        let mut spare = self.rbuf.capacity() - self.rbuf.len();
-        if spare < missing || (missing == 0 && spare < FRAME_ROOM + MIN_READ) {
-            // A fresh buffer, or the old one reclaimed if the streams have let go of it;
-            // only a frame larger than FRAME_ROOM has a received part to copy.
-            self.read_buffers
-                .renew(&mut self.rbuf, missing + READ_CHUNK + FRAME_ROOM);
-            spare = self.rbuf.capacity() - self.rbuf.len();
-            self.rbuf_new = Some(self.rbuf.capacity());
-        }
-        missing.max(spare.saturating_sub(FRAME_ROOM))
-    }
-
     /// Reads from the transport into the receive buffer. Returns true on progress.
     fn poll_read_input(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.read_limit();
-        let mut dst = (&mut self.rbuf).limit(limit);
+        let limit = self.rx.read_limit();
+        let mut dst = (&mut self.rx.buf).limit(limit);
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
             Poll::Ready(Ok(0)) => {
-                self.eof = true;
+                self.rx.eof = true;
                 true
             }
             Poll::Ready(Ok(_)) => true,
@@ -257,13 +162,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 
     fn finish(&mut self, reason: &ConnectionError) -> Result<(), ConnectionError> {
         self.done = true;
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.driver_done = true;
-            sh.wake_everyone(&mut wake);
-        }
-        wake.wake_all();
+        self.inner.lock().finish();
         match reason {
             ConnectionError::LocallyClosed => Ok(()),
             other => Err(other.clone()),
@@ -278,21 +177,15 @@ impl<T> Drop for Driver<T> {
         if self.done {
             return;
         }
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.handle_transport_closed(
-                crate::now(),
-                ConnectionError::Transport {
-                    kind: std::io::ErrorKind::ConnectionAborted,
-                    message: "the session's driver was dropped".into(),
-                },
-            );
-            sh.dispatch_events(&mut wake);
-            sh.driver_done = true;
-            sh.wake_everyone(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.transport_closed(
+            crate::now(),
+            ConnectionError::Transport {
+                kind: std::io::ErrorKind::ConnectionAborted,
+                message: "the session's driver was dropped".into(),
+            },
+        );
+        sh.finish();
     }
 }
 
@@ -317,7 +210,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
         for _ in 0..ROUNDS_PER_POLL {
             let round = this.locked_round(cx);
             let mut progress = this.poll_write_frames(cx);
-            if this.txq.is_empty() && this.needs_flush && !this.io_failed {
+            if this.tx.is_empty() && this.needs_flush && !this.io_failed {
                 match Pin::new(&mut this.io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => this.needs_flush = false,
                     Poll::Ready(Err(e)) => {
@@ -337,7 +230,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                 // the connection, nor `Session::closed`, past it.
                 let flushing = matches!(reason, ConnectionError::LocallyClosed)
                     && !this.io_failed
-                    && (!this.txq.is_empty() || this.needs_flush);
+                    && (!this.tx.is_empty() || this.needs_flush);
                 let deadline = round.close_deadline;
                 let expired = deadline.is_some_and(|d| crate::now() >= d);
                 let pending = if expired || this.io_failed {

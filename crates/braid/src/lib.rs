@@ -1,8 +1,9 @@
 //! # braid: many streams over one connection
 //!
 //! braid multiplexes reliable, ordered byte streams over one connection (TCP, TLS, Unix
-//! socket, anything `AsyncRead + AsyncWrite`), speaking xtaci/smux v1 or v2 exactly as
-//! the Go library does, so it interoperates with kcptun, frp and every other smux user.
+//! socket, anything `AsyncRead + AsyncWrite`), speaking xtaci/smux v1 or v2 or
+//! hashicorp/yamux exactly as the Go libraries do, so it interoperates with kcptun, frp
+//! and the other users of either library.
 //!
 //! A [`Session`] runs one connection; both sides may open [`Stream`]s. Streams are tokio
 //! `AsyncRead + AsyncWrite`; `shutdown()` half-closes. A blocking API for plain threads
@@ -80,7 +81,9 @@
 //! ## Design
 //! The protocol is the sans-IO core [`braid_proto`]; this crate adds one driver task per
 //! session that owns the connection, and cheap handles that share the core behind a
-//! mutex. Data moves without per-stream channels: a write copies into the stream's send
+//! mutex. The tokio driver and the [`blocking`] threads share one runtime-neutral glue
+//! (event dispatch, handle counting, the receive buffer, the transmit queue) and differ
+//! only in how they wait (wakers or condition variables) and do I/O. Data moves without per-stream channels: a write copies into the stream's send
 //! buffer, the driver hands frames to the socket in vectored writes, received payloads are
 //! split off the read buffer without copying and copied once into the reader's buffer.
 //! Timers use tokio's clock, so tests with a paused clock cover keepalives instantly.
@@ -90,13 +93,14 @@
 pub mod blocking;
 mod buffers;
 mod driver;
+mod glue;
 mod session;
 mod shared;
 mod stream;
 
 pub use braid_proto::{
-    Config, ConfigError, ConnectionError, Protocol, ResetReason, SessionStats, Side, StreamEnd,
-    StreamEndCallback, StreamStats,
+    Config, ConfigError, ConfigField, ConnectionError, Protocol, ResetReason, SessionStats, Side,
+    StreamEnd, StreamEndCallback, StreamId, StreamStats,
 };
 pub use driver::Driver;
 pub use session::Session;

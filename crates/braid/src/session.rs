@@ -1,14 +1,15 @@
 //! `Session`: the cheap, cloneable handle applications open and accept streams with.
 
 use crate::driver::Driver;
-use crate::shared::{Inner, List, Waiter, Wakeups};
+use crate::shared::{Inner, List, Waiter};
 use crate::stream::Stream;
-use braid_proto::{Config, ConfigError, ConnectionError, Side};
+use braid_proto::{Config, ConfigError, ConnectionError, Protocol, SessionStats, Side};
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -136,75 +137,61 @@ impl Session {
     pub async fn open_stream(&self) -> io::Result<Stream> {
         let mut waiter = Waiter::new(&self.inner, List::Open);
         poll_fn(|cx| {
-            let mut wake = Wakeups::default();
-            let res = {
-                let mut sh = self.inner.lock();
-                match sh.core.open() {
-                    Ok(id) => {
-                        sh.stream_handles += 1;
-                        sh.wake_driver(&mut wake);
-                        Poll::Ready(Ok(Stream::new(self.inner.clone(), id)))
-                    }
-                    Err(braid_proto::OpenError::Blocked) if !sh.driver_done => {
-                        waiter.register(&mut sh, cx.waker());
-                        Poll::Pending
-                    }
-                    Err(e) => Poll::Ready(Err(e.into())),
+            let mut sh = self.inner.lock();
+            match sh.core.open() {
+                Ok(id) => Poll::Ready(Ok(self.new_stream(&mut sh, id))),
+                Err(braid_proto::OpenError::Blocked) if !sh.finished => {
+                    waiter.register(&mut sh, cx.waker());
+                    Poll::Pending
                 }
-            };
-            wake.wake_all();
-            res
+                Err(e) => Poll::Ready(Err(e.into())),
+            }
         })
         .await
+    }
+
+    /// A handle for a stream just opened or accepted; the driver has work (a SYN to
+    /// send, or room in the accept queue).
+    fn new_stream(&self, sh: &mut crate::shared::Shared, id: braid_proto::StreamId) -> Stream {
+        sh.add_stream(id);
+        sh.wake_io();
+        Stream::new(self.inner.clone(), id)
     }
 
     /// Opens a stream with a gmux name (smux with `Config::stream_names` on both ends);
     /// the peer reads it with [`Stream::name`].
     pub async fn open_named(&self, name: &str) -> io::Result<Stream> {
-        let mut wake = Wakeups::default();
-        let stream = {
-            let mut sh = self.inner.lock();
-            let id = sh.core.open_named(name.as_bytes())?;
-            sh.stream_handles += 1;
-            sh.wake_driver(&mut wake);
-            Stream::new(self.inner.clone(), id)
-        };
-        wake.wake_all();
-        Ok(stream)
+        let mut sh = self.inner.lock();
+        let id = sh.core.open_named(name.as_bytes())?;
+        Ok(self.new_stream(&mut sh, id))
     }
 
     /// The session's counters: frames and bytes each way, streams, buffered bytes, the
     /// last ping round trip.
-    pub fn stats(&self) -> braid_proto::SessionStats {
+    pub fn stats(&self) -> SessionStats {
         self.inner.lock().core.stats()
     }
 
     /// yamux: measures the round-trip time to the peer with a Ping. smux has no echoed
     /// keepalive: the result is an `Unsupported` error.
-    pub async fn ping(&self) -> io::Result<std::time::Duration> {
-        let mut wake = Wakeups::default();
+    pub async fn ping(&self) -> io::Result<Duration> {
         let id = {
             let mut sh = self.inner.lock();
-            let id = sh.core.ping(crate::now()).ok_or_else(|| {
-                let why = match sh.close_reason() {
-                    Some(reason) => return io::Error::from(reason),
-                    None if sh.core.config().protocol == braid_proto::Protocol::Yamux => {
-                        "too many pings in flight"
-                    }
-                    None => "smux has no ping: its keepalive NOP is not echoed",
-                };
-                io::Error::new(io::ErrorKind::Unsupported, why)
-            })?;
+            let id = sh
+                .core
+                .ping(crate::now())
+                .ok_or_else(|| ping_refused(&sh.core))?;
             sh.pings.insert(id, Default::default());
-            sh.wake_driver(&mut wake);
+            sh.wake_io();
             id
         };
-        wake.wake_all();
-        let inner = self.inner.clone();
         // Forget the slot however this future ends (reply, session end, cancellation).
-        let _slot = PingGuard { inner: &inner, id };
+        let _slot = PingGuard {
+            inner: &self.inner,
+            id,
+        };
         poll_fn(|cx| {
-            let mut sh = inner.lock();
+            let mut sh = self.inner.lock();
             let closed = sh.close_reason();
             let slot = sh
                 .pings
@@ -216,7 +203,7 @@ impl Session {
             if let Some(reason) = closed {
                 return Poll::Ready(Err(reason.into()));
             }
-            slot.waker = Some(cx.waker().clone());
+            slot.waiter = Some(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -225,13 +212,9 @@ impl Session {
     /// yamux: sends GoAway(0): the peer may open no more streams, existing streams go on.
     /// smux has no GoAway: new inbound streams are ignored instead.
     pub fn go_away(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.go_away();
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.core.go_away();
+        sh.wake_io();
     }
 
     /// Waits for the next stream the peer opens. Returns `None` once the session has
@@ -241,15 +224,10 @@ impl Session {
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
             if let Some(id) = sh.core.accept() {
-                sh.stream_handles += 1;
                 // Accepting may unpause a session whose accept queue was full.
-                let mut wake = Wakeups::default();
-                sh.wake_driver(&mut wake);
-                drop(sh);
-                wake.wake_all();
-                return Poll::Ready(Some(Stream::new(self.inner.clone(), id)));
+                return Poll::Ready(Some(self.new_stream(&mut sh, id)));
             }
-            if sh.core.is_closed() || sh.driver_done {
+            if sh.is_closed() {
                 return Poll::Ready(None);
             }
             waiter.register(&mut sh, cx.waker());
@@ -258,23 +236,25 @@ impl Session {
         .await
     }
 
+    /// Like [`Session::accept_stream`], but gives up after `timeout`: `Ok(Some(stream))`,
+    /// `Ok(None)` once the session has ended, or an error of kind
+    /// [`io::ErrorKind::TimedOut`]. Nothing is lost by timing out.
+    pub async fn accept_timeout(&self, timeout: Duration) -> io::Result<Option<Stream>> {
+        tokio::time::timeout(timeout, self.accept_stream())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "accept timed out"))
+    }
+
     /// Closes the session gracefully: every stream is closed for writing, buffered data
     /// and FINs are flushed (for at most `Config::close_timeout`), then the connection is
     /// shut down. Returns when the driver has finished. Streams can still read what
     /// already arrived.
     pub async fn close(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.close(crate::now());
-            sh.dispatch_events(&mut wake);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        self.inner.lock().close(crate::now());
         let mut waiter = Waiter::new(&self.inner, List::Closed);
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
-            if sh.driver_done {
+            if sh.finished {
                 return Poll::Ready(());
             }
             waiter.register(&mut sh, cx.waker());
@@ -289,9 +269,8 @@ impl Session {
         let mut waiter = Waiter::new(&self.inner, List::Closed);
         poll_fn(|cx| {
             let mut sh = self.inner.lock();
-            if sh.driver_done {
-                let reason = sh.close_reason().unwrap_or(ConnectionError::LocallyClosed);
-                return Poll::Ready(reason);
+            if sh.finished {
+                return Poll::Ready(sh.final_reason());
             }
             waiter.register(&mut sh, cx.waker());
             Poll::Pending
@@ -299,16 +278,20 @@ impl Session {
         .await
     }
 
+    /// Why the session ended, once it has (see [`Session::closed`] to wait for it).
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.inner.lock().close_reason()
+    }
+
     /// The protocol the session speaks: for a `Protocol::Auto` server, the one the client
     /// turned out to speak (`Auto` until its first byte arrives).
-    pub fn protocol(&self) -> braid_proto::Protocol {
+    pub fn protocol(&self) -> Protocol {
         self.inner.lock().core.config().protocol
     }
 
     /// True once the session has ended (streams may still hold data to read).
     pub fn is_closed(&self) -> bool {
-        let sh = self.inner.lock();
-        sh.core.is_closed() || sh.driver_done
+        self.inner.lock().is_closed()
     }
 
     /// Streams the session still tracks: open, half-closed, waiting to be accepted, or
@@ -328,6 +311,16 @@ impl Session {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer_addr
     }
+}
+
+/// Why a ping could not be sent.
+pub(crate) fn ping_refused(core: &braid_proto::Session) -> io::Error {
+    let why = match core.close_reason() {
+        Some(reason) => return io::Error::from(reason.clone()),
+        None if core.config().protocol == Protocol::Yamux => "too many pings in flight",
+        None => "smux has no ping: its keepalive NOP is not echoed",
+    };
+    io::Error::new(io::ErrorKind::Unsupported, why)
 }
 
 struct PingGuard<'a> {
@@ -354,13 +347,9 @@ impl Clone for Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.session_handles -= 1;
-            sh.close_if_unused(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.session_handles -= 1;
+        sh.close_if_unused(crate::now());
     }
 }
 

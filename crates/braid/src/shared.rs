@@ -1,11 +1,17 @@
-//! State shared by the driver task and the `Session`/`Stream` handles: the protocol core
-//! and the wakers of everyone waiting on it, behind one mutex.
+//! The tokio layer's side of the glue: the shared state behind one mutex, woken with
+//! `Waker`s. Wakers are collected under the lock and woken when the lock is released
+//! ([`Locked`]), so that a woken task does not immediately contend for it.
 
-use braid_proto::{ConnectionError, Event, StreamEnd, StreamEndCallback, StreamId};
+use crate::glue::{self, EndCall};
+use braid_proto::{ConnectionError, StreamId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
+
+/// The state shared by the driver and the handles.
+pub(crate) type Shared = glue::Shared<Wakers>;
 
 pub(crate) struct Inner {
     shared: Mutex<Shared>,
@@ -13,52 +19,72 @@ pub(crate) struct Inner {
     pub(crate) peer_addr: Option<SocketAddr>,
 }
 
-/// A ping in flight, see [`crate::Session::ping`].
+/// The wakers of one stream's tasks.
 #[derive(Default)]
-pub(crate) struct PingSlot {
-    pub(crate) waker: Option<Waker>,
-    pub(crate) rtt: Option<std::time::Duration>,
-}
-
-#[derive(Default)]
-struct StreamWakers {
+pub(crate) struct StreamWakers {
     read: Option<Waker>,
     write: Option<Waker>,
     ended: Option<Waker>,
 }
 
-pub(crate) struct Shared {
-    pub(crate) core: braid_proto::Session,
-    streams: HashMap<u32, StreamWakers>,
+/// Everyone waiting on the session, and the wakeups due when the lock is released.
+#[derive(Default)]
+pub(crate) struct Wakers {
     pub(crate) accept: WaitList,
     /// yamux opens waiting for the peer to acknowledge earlier streams.
     pub(crate) open: WaitList,
-    /// Pings in flight: their waiters and, once the reply came, the round trip.
-    pub(crate) pings: HashMap<u32, PingSlot>,
     pub(crate) closed: WaitList,
     driver: Option<Waker>,
-    /// Live `Session` handles and `Stream` handles: when both reach zero nobody can use
-    /// the session any more and it closes gracefully.
-    pub(crate) session_handles: usize,
-    pub(crate) stream_handles: usize,
-    /// The driver has finished: the connection is closed.
-    pub(crate) driver_done: bool,
+    due: Vec<Waker>,
 }
 
-/// Wakers collected under the lock and woken after it is released, so that a woken task
-/// does not immediately contend for the lock we still hold.
-#[derive(Default)]
-pub(crate) struct Wakeups(Vec<Waker>, Vec<(StreamEndCallback, StreamId, StreamEnd)>);
+impl glue::Wake for Wakers {
+    type Stream = StreamWakers;
+    type Ping = Option<Waker>;
 
-impl Wakeups {
-    /// Wakes the tasks and runs the stream-end callbacks, outside the lock.
-    pub(crate) fn wake_all(self) {
-        for w in self.0 {
-            w.wake();
-        }
-        for (cb, id, end) in self.1 {
-            cb.call(id, &end);
-        }
+    fn incoming(&mut self) {
+        self.accept.wake_all(&mut self.due);
+    }
+
+    fn openable(&mut self) {
+        self.open.wake_all(&mut self.due);
+    }
+
+    fn readable(&mut self, s: &mut StreamWakers) {
+        self.due.extend(s.read.take());
+    }
+
+    fn writable(&mut self, s: &mut StreamWakers) {
+        self.due.extend(s.write.take());
+    }
+
+    fn stream_ended(&mut self, s: &mut StreamWakers) {
+        self.due.extend(s.read.take());
+        self.due.extend(s.write.take());
+        self.due.extend(s.ended.take());
+    }
+
+    fn pong(&mut self, ping: &mut Option<Waker>) {
+        self.due.extend(ping.take());
+    }
+
+    fn session_ended(&mut self) {
+        self.accept.wake_all(&mut self.due);
+        self.open.wake_all(&mut self.due);
+        self.closed.wake_all(&mut self.due);
+    }
+
+    fn end_calls_due(&mut self) {
+        // Run when the lock is released, see `Locked`.
+    }
+
+    fn io(&mut self, _core: &braid_proto::Session) {
+        self.due.extend(self.driver.take());
+    }
+
+    fn timers(&mut self) {
+        // The driver arms its timer for the core's next deadline on every round.
+        self.due.extend(self.driver.take());
     }
 }
 
@@ -69,137 +95,83 @@ impl Inner {
         peer_addr: Option<SocketAddr>,
     ) -> Inner {
         Inner {
-            shared: Mutex::new(Shared {
-                core,
-                streams: HashMap::new(),
-                accept: WaitList::default(),
-                open: WaitList::default(),
-                pings: HashMap::new(),
-                closed: WaitList::default(),
-                driver: None,
-                session_handles: 1,
-                stream_handles: 0,
-                driver_done: false,
-            }),
+            shared: Mutex::new(glue::Shared::new(core, Wakers::default())),
             local_addr,
             peer_addr,
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+    /// Locks the shared state; wakeups and stream-end callbacks due are run when the
+    /// returned guard is dropped, after the lock is released.
+    pub(crate) fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock leaves the core in a consistent state (every
         // core method finishes its update before returning), so poisoning is ignored.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        Locked(Some(self.shared.lock().unwrap_or_else(|e| e.into_inner())))
     }
 }
 
-impl Shared {
+/// The locked shared state. Dropping it releases the lock, then wakes the tasks and runs
+/// the stream-end callbacks that became due under it.
+pub(crate) struct Locked<'a>(Option<MutexGuard<'a, Shared>>);
+
+impl Deref for Locked<'_> {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        self.0.as_ref().expect("held until drop")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Shared {
+        self.0.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut sh) = self.0.take() else { return };
+        if sh.wake.due.is_empty() && sh.end_calls.is_empty() {
+            return;
+        }
+        let due = std::mem::take(&mut sh.wake.due);
+        let calls: Vec<EndCall> = std::mem::take(&mut sh.end_calls);
+        drop(sh);
+        for w in due {
+            w.wake();
+        }
+        glue::run_end_calls(calls);
+    }
+}
+
+impl glue::Shared<Wakers> {
     pub(crate) fn register_driver(&mut self, waker: &Waker) {
-        match &self.driver {
-            Some(w) if w.will_wake(waker) => {}
-            _ => self.driver = Some(waker.clone()),
+        set_waker(&mut self.wake.driver, waker);
+    }
+
+    pub(crate) fn register_read(&mut self, id: StreamId, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id.0).or_default().read, waker);
+    }
+
+    pub(crate) fn register_write(&mut self, id: StreamId, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id.0).or_default().write, waker);
+    }
+
+    pub(crate) fn register_ended(&mut self, id: StreamId, waker: &Waker) {
+        set_waker(&mut self.streams.entry(id.0).or_default().ended, waker);
+    }
+
+    fn list(&mut self, list: List) -> &mut WaitList {
+        match list {
+            List::Accept => &mut self.wake.accept,
+            List::Open => &mut self.wake.open,
+            List::Closed => &mut self.wake.closed,
         }
     }
 
-    pub(crate) fn wake_driver(&mut self, out: &mut Wakeups) {
-        if let Some(w) = self.driver.take() {
-            out.0.push(w);
-        }
-    }
-
-    pub(crate) fn register_read(&mut self, id: u32, waker: &Waker) {
-        set_waker(&mut self.streams.entry(id).or_default().read, waker);
-    }
-
-    pub(crate) fn register_write(&mut self, id: u32, waker: &Waker) {
-        set_waker(&mut self.streams.entry(id).or_default().write, waker);
-    }
-
-    pub(crate) fn register_ended(&mut self, id: u32, waker: &Waker) {
-        set_waker(&mut self.streams.entry(id).or_default().ended, waker);
-    }
-
-    pub(crate) fn forget_stream(&mut self, id: u32) {
-        self.streams.remove(&id);
-    }
-
-    /// Turns the core's events into wakeups.
-    pub(crate) fn dispatch_events(&mut self, out: &mut Wakeups) {
-        while let Some(ev) = self.core.poll_event() {
-            match ev {
-                Event::Incoming => self.accept.wake_all(&mut out.0),
-                Event::Readable(id) | Event::Finished(id) => {
-                    if let Some(w) = self.streams.get_mut(&id.0).and_then(|s| s.read.take()) {
-                        out.0.push(w);
-                    }
-                }
-                Event::Writable(id) => {
-                    if let Some(w) = self.streams.get_mut(&id.0).and_then(|s| s.write.take()) {
-                        out.0.push(w);
-                    }
-                }
-                Event::Reset(id) => {
-                    if let Some(s) = self.streams.get_mut(&id.0) {
-                        out.0.extend(s.read.take());
-                        out.0.extend(s.write.take());
-                    }
-                }
-                Event::StreamEnded(id) => {
-                    if let Some(s) = self.streams.get_mut(&id.0) {
-                        out.0.extend(s.read.take());
-                        out.0.extend(s.write.take());
-                        out.0.extend(s.ended.take());
-                    }
-                    if let (Some(cb), Some(end)) = (
-                        self.core.config().on_stream_end.clone(),
-                        self.core.stream_end(id),
-                    ) {
-                        out.1.push((cb, id, end));
-                    }
-                }
-                // A remote GoAway makes waiting opens fail: wake them too.
-                Event::Openable | Event::GoAway => self.open.wake_all(&mut out.0),
-                Event::Pong { id, rtt } => {
-                    if let Some(slot) = self.pings.get_mut(&id) {
-                        slot.rtt = Some(rtt);
-                        out.0.extend(slot.waker.take());
-                    }
-                }
-                Event::Closed(reason) => {
-                    tracing::debug!(%reason, "session ended");
-                    self.wake_everyone(out);
-                }
-            }
-        }
-    }
-
-    /// Wakes every waiting task: the session ended or the driver stopped.
-    pub(crate) fn wake_everyone(&mut self, out: &mut Wakeups) {
-        self.accept.wake_all(&mut out.0);
-        self.open.wake_all(&mut out.0);
-        self.closed.wake_all(&mut out.0);
-        for p in self.pings.values_mut() {
-            out.0.extend(p.waker.take());
-        }
-        for s in self.streams.values_mut() {
-            out.0.extend(s.read.take());
-            out.0.extend(s.write.take());
-            out.0.extend(s.ended.take());
-        }
-    }
-
-    /// The reason the session ended, once it has.
-    pub(crate) fn close_reason(&self) -> Option<ConnectionError> {
-        self.core.close_reason().cloned()
-    }
-
-    /// Starts a graceful close when no handle can use the session any more.
-    pub(crate) fn close_if_unused(&mut self, out: &mut Wakeups) {
-        if self.session_handles == 0 && self.stream_handles == 0 {
-            self.core.close(crate::now());
-            self.dispatch_events(out);
-            self.wake_driver(out);
-        }
+    /// The session's end reason once the connection is shut down.
+    pub(crate) fn final_reason(&self) -> ConnectionError {
+        self.close_reason()
+            .unwrap_or(ConnectionError::LocallyClosed)
     }
 }
 
@@ -278,16 +250,6 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             self.inner.lock().list(self.list).remove(key);
-        }
-    }
-}
-
-impl Shared {
-    fn list(&mut self, list: List) -> &mut WaitList {
-        match list {
-            List::Accept => &mut self.accept,
-            List::Open => &mut self.open,
-            List::Closed => &mut self.closed,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `Stream`: one multiplexed byte stream, a tokio `AsyncRead + AsyncWrite`.
 
-use crate::shared::{Inner, Wakeups};
+use crate::shared::Inner;
 use braid_proto::{ReadError, StreamEnd, StreamId, StreamStats, WriteError};
 use bytes::Bytes;
 use std::future::poll_fn;
@@ -20,122 +20,93 @@ struct StreamRef {
 impl Drop for StreamRef {
     fn drop(&mut self) {
         tracing::trace!(stream = self.id.0, "stream released");
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            // FIN after the data already written; unread data is released to the budget.
-            sh.core.close_stream(self.id);
-            sh.forget_stream(self.id.0);
-            sh.stream_handles -= 1;
-            sh.wake_driver(&mut wake);
-            sh.close_if_unused(&mut wake);
-        }
-        wake.wake_all();
+        self.inner.lock().drop_stream(self.id, crate::now());
     }
 }
 
 impl StreamRef {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            let paused = !sh.core.wants_read();
-            let mut filled = 0;
-            let res = loop {
-                if buf.remaining() == 0 {
-                    break Poll::Ready(Ok(()));
-                }
-                match sh.core.read_chunk(self.id, buf.remaining()) {
-                    Ok(Some(chunk)) => {
-                        filled += chunk.len();
-                        buf.put_slice(&chunk);
-                    }
-                    Ok(None) => break Poll::Ready(Ok(())), // end of stream
-                    Err(_) if filled > 0 => break Poll::Ready(Ok(())),
-                    Err(ReadError::Blocked) => {
-                        sh.register_read(self.id.0, cx.waker());
-                        break Poll::Pending;
-                    }
-                    Err(e) => break Poll::Ready(Err(e.into())),
-                }
-            };
-            // Reading returned budget or made an UPD due: the driver has work.
-            if filled > 0 && ((paused && sh.core.wants_read()) || sh.core.wants_transmit()) {
-                sh.wake_driver(&mut wake);
+        let mut sh = self.inner.lock();
+        let paused = !sh.core.wants_read();
+        let mut filled = 0;
+        let res = loop {
+            if buf.remaining() == 0 {
+                break Poll::Ready(Ok(()));
             }
-            res
+            match sh.core.read_chunk(self.id, buf.remaining()) {
+                Ok(Some(chunk)) => {
+                    filled += chunk.len();
+                    buf.put_slice(&chunk);
+                }
+                Ok(None) => break Poll::Ready(Ok(())), // end of stream
+                Err(_) if filled > 0 => break Poll::Ready(Ok(())),
+                Err(ReadError::Blocked) => {
+                    sh.register_read(self.id, cx.waker());
+                    break Poll::Pending;
+                }
+                Err(e) => break Poll::Ready(Err(e.into())),
+            }
         };
-        wake.wake_all();
+        // Reading returned budget or made an UPD due: the driver has work.
+        if filled > 0 && ((paused && sh.core.wants_read()) || sh.core.wants_transmit()) {
+            sh.wake_io();
+        }
         res
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            match sh.core.write(self.id, data) {
-                Ok(n) => {
-                    sh.wake_driver(&mut wake);
-                    Poll::Ready(Ok(n))
-                }
-                Err(WriteError::Blocked) => {
-                    sh.register_write(self.id.0, cx.waker());
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e.into())),
+        let mut sh = self.inner.lock();
+        match sh.core.write(self.id, data) {
+            Ok(n) => {
+                sh.wake_io();
+                Poll::Ready(Ok(n))
             }
-        };
-        wake.wake_all();
-        res
+            Err(WriteError::Blocked) => {
+                sh.register_write(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            let paused = !sh.core.wants_read();
-            let res = match sh.core.read_chunk(self.id, max.max(1)) {
-                Ok(chunk) => Poll::Ready(Ok(chunk)),
-                Err(ReadError::Blocked) => {
-                    sh.register_read(self.id.0, cx.waker());
-                    Poll::Pending
+        let mut sh = self.inner.lock();
+        let paused = !sh.core.wants_read();
+        match sh.core.read_chunk(self.id, max.max(1)) {
+            Ok(chunk) => {
+                // Reading returned budget or made an UPD due: the driver has work.
+                if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
+                {
+                    sh.wake_io();
                 }
-                Err(e) => Poll::Ready(Err(e.into())),
-            };
-            if matches!(res, Poll::Ready(Ok(Some(_))))
-                && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
-            {
-                sh.wake_driver(&mut wake);
+                Poll::Ready(Ok(chunk))
             }
-            res
-        };
-        wake.wake_all();
-        res
+            Err(ReadError::Blocked) => {
+                sh.register_read(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     /// Queues as much of `data` as there is room for, without copying; what was taken
     /// is removed from its front.
     fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
-        let mut wake = Wakeups::default();
-        let res = {
-            let mut sh = self.inner.lock();
-            match sh.core.write_chunk(self.id, data.clone()) {
-                Ok(n) => {
-                    let _ = data.split_to(n);
-                    sh.wake_driver(&mut wake);
-                    Poll::Ready(Ok(()))
-                }
-                Err(WriteError::Blocked) => {
-                    sh.register_write(self.id.0, cx.waker());
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e.into())),
+        let mut sh = self.inner.lock();
+        match sh.core.write_chunk(self.id, data.clone()) {
+            Ok(n) => {
+                let _ = data.split_to(n);
+                sh.wake_io();
+                Poll::Ready(Ok(()))
             }
-        };
-        wake.wake_all();
-        res
+            Err(WriteError::Blocked) => {
+                sh.register_write(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     /// Reads the next received chunk without copying it (at most `max` bytes); `None`
@@ -154,24 +125,16 @@ impl StreamRef {
     }
 
     fn reset(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.reset(self.id);
-            sh.dispatch_events(&mut wake);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.core.reset(self.id);
+        sh.dispatch();
+        sh.wake_io();
     }
 
     fn shutdown_write(&self) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.inner.lock();
-            sh.core.close_write(self.id);
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.inner.lock();
+        sh.core.close_write(self.id);
+        sh.wake_io();
     }
 }
 
@@ -201,8 +164,8 @@ impl Stream {
 
     /// The stream's id on the wire (smux: client odd from 3, server even from 2; yamux:
     /// client odd from 1, server even from 2).
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// The gmux name the stream was opened with (`Session::open_named`), if any.
@@ -225,7 +188,7 @@ impl Stream {
             if let Some(reason) = sh.close_reason() {
                 return std::task::Poll::Ready(StreamEnd::Session(reason));
             }
-            sh.register_ended(self.stream.id.0, cx.waker());
+            sh.register_ended(self.stream.id, cx.waker());
             std::task::Poll::Pending
         })
         .await
@@ -235,14 +198,10 @@ impl Stream {
     /// long, the stream is reset (yamux RST, smux FIN) and its reads and writes,
     /// including those already waiting, fail with `TimedOut`.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
-        let mut wake = Wakeups::default();
-        {
-            let mut sh = self.stream.inner.lock();
-            sh.core.set_idle_timeout(self.stream.id, timeout);
-            // The driver's timer must learn of the new deadline.
-            sh.wake_driver(&mut wake);
-        }
-        wake.wake_all();
+        let mut sh = self.stream.inner.lock();
+        sh.core.set_idle_timeout(self.stream.id, timeout);
+        // The driver's timer must learn of the new deadline.
+        sh.wake_timers();
     }
 
     /// Sets the send priority (0 lowest, the default; 255 highest): higher priorities
@@ -347,8 +306,8 @@ pub struct OwnedWriteHalf {
 
 impl OwnedReadHalf {
     /// The stream's id.
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// See [`Stream::read_chunk`].
@@ -364,8 +323,8 @@ impl OwnedReadHalf {
 
 impl OwnedWriteHalf {
     /// The stream's id.
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
     }
 
     /// See [`Stream::write_chunk`].

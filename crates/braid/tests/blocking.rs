@@ -52,6 +52,79 @@ fn pair_with(client_config: Config, server_config: Config) -> (Session, Session,
     (client, server, server_socket)
 }
 
+/// A TCP transport that tells when the session's threads have let go of it: each
+/// thread owns one clone, and every clone holds a sender of the channel whose receiver
+/// ([`Threads`]) the test keeps. The receiver disconnects once every thread has ended.
+struct Tracked {
+    tcp: TcpStream,
+    _alive: mpsc::Sender<()>,
+}
+
+/// Receives nothing; disconnects when the session's threads are gone.
+type Threads = mpsc::Receiver<()>;
+
+impl Read for Tracked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Tracked {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+impl braid::blocking::Transport for Tracked {
+    fn try_clone(&self) -> std::io::Result<Tracked> {
+        Ok(Tracked {
+            tcp: self.tcp.try_clone()?,
+            _alive: self._alive.clone(),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    fn socket_addrs(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        (self.tcp.local_addr().ok(), self.tcp.peer_addr().ok())
+    }
+}
+
+/// A session over `tcp` whose threads can be watched.
+fn tracked(tcp: TcpStream, config: Config, side: Side) -> (Session, Threads) {
+    tcp.set_nodelay(true).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let io = Tracked { tcp, _alive: tx };
+    (Session::new(io, config, side).unwrap(), rx)
+}
+
+/// Client and server sessions whose threads can be watched.
+fn tracked_pair(config: Config) -> (Session, Session, Threads, Threads) {
+    let (a, b) = tcp_sockets();
+    let (client, client_threads) = tracked(a, config.clone(), Side::Client);
+    let (server, server_threads) = tracked(b, config, Side::Server);
+    (client, server, client_threads, server_threads)
+}
+
+/// Waits until every thread of a session has ended.
+fn threads_end(threads: Threads) {
+    assert_eq!(
+        threads.recv_timeout(Duration::from_secs(20)),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "the session's threads ended"
+    );
+}
+
 fn pair(config: Config) -> (Session, Session) {
     let (client, server, _) = pair_with(config.clone(), config);
     (client, server)
@@ -194,7 +267,7 @@ fn half_close_still_reads_the_reply() {
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
 
         let mut peer = server.accept_stream().unwrap();
-        assert_eq!(peer.id(), s.id());
+        assert_eq!(peer.id().0, s.id().0);
         let mut request = Vec::new();
         peer.read_to_end(&mut request).unwrap(); // EOF: our FIN came after the data
         assert_eq!(request, b"request");
@@ -322,7 +395,7 @@ fn accept_timeout_then_session_end() {
 #[test]
 fn open_close_1000_streams_then_drop_both_sessions() {
     within(60, || {
-        let (client, server) = pair(Config::default());
+        let (client, server, client_threads, server_threads) = tracked_pair(Config::default());
         assert!(client.local_addr().is_some());
         assert_eq!(client.peer_addr(), server.local_addr());
 
@@ -377,17 +450,19 @@ fn open_close_1000_streams_then_drop_both_sessions() {
 
         // Dropping the last client handle closes gracefully and ends its threads; the
         // server sees the connection end, and its threads end too.
-        client.join_threads_for_test();
+        drop(client);
+        threads_end(client_threads);
         assert_eq!(server.closed(), ConnectionError::TransportClosed);
         assert_eq!(acceptor.join().unwrap(), 1000 + 100 + 1);
-        server.join_threads_for_test();
+        drop(server);
+        threads_end(server_threads);
     });
 }
 
 #[test]
 fn a_live_stream_keeps_the_session_open() {
     within(30, || {
-        let (client, server) = pair(Config::default());
+        let (client, server, _, server_threads) = tracked_pair(Config::default());
         let mut s = client.open_stream().unwrap();
         drop(client); // the stream still holds the session
         s.write_all(b"still here").unwrap();
@@ -403,7 +478,8 @@ fn a_live_stream_keeps_the_session_open() {
         assert_eq!(got, b"ok");
         drop(s); // the last handle: graceful close
         assert_eq!(server.closed(), ConnectionError::TransportClosed);
-        server.join_threads_for_test();
+        drop(server);
+        threads_end(server_threads);
     });
 }
 
@@ -473,15 +549,12 @@ fn silent_peer_is_detected_by_keepalive() {
         // once, so it may come before the SYN), then end of file.
         let mut wire = Vec::new();
         silent.read_to_end(&mut wire).unwrap();
+        // (A client sends its first NOP at once, so it may precede the SYN.)
         let cmds: Vec<u8> = wire.chunks(8).map(|h| h[1]).collect();
-        assert_eq!(
-            cmds.iter().filter(|&&c| c == 0).count(),
-            1,
-            "one SYN: {cmds:?}"
-        );
+        assert_eq!(cmds.iter().filter(|&&c| c == 0).count(), 1, "{cmds:?}");
         assert!(
             cmds.iter().all(|&c| c == 0 || c == 3) && cmds.len() >= 3,
-            "{cmds:?}"
+            "one SYN and NOPs: {cmds:?}"
         );
     });
 }
@@ -493,7 +566,7 @@ fn close_is_bounded_when_the_peer_stops_reading() {
         let mut config = Config::default();
         config.keep_alive_disabled = true;
         config.close_timeout = Duration::from_millis(300);
-        let client = Session::from_tcp(a, config, Side::Client).unwrap();
+        let (client, client_threads) = tracked(a, config, Side::Client);
         let mut s = client.open_stream().unwrap();
         s.set_write_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -512,7 +585,8 @@ fn close_is_bounded_when_the_peer_stops_reading() {
         assert!(took < Duration::from_secs(10), "{took:?}");
         assert_eq!(client.close_reason(), Some(ConnectionError::LocallyClosed));
         assert_eq!(s.write(&chunk).unwrap_err().kind(), ErrorKind::BrokenPipe);
-        client.join_threads_for_test();
+        drop((client, s));
+        threads_end(client_threads);
     });
 }
 
@@ -522,7 +596,7 @@ fn invalid_config_is_refused_with_the_field_named() {
     config.max_frame_size = 0;
     let (a, _b) = tcp_sockets();
     let err = Session::client(a, config.clone()).unwrap_err();
-    assert_eq!(err.field, "max_frame_size");
+    assert_eq!(err.field, braid::ConfigField::MaxFrameSize);
     let err = Session::connect("127.0.0.1:1", config).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
@@ -561,9 +635,144 @@ fn stream_end_callback_runs_on_the_blocking_api() {
         assert_eq!(
             seen,
             vec![
-                (s.id(), braid::StreamEnd::LocalClose),
-                (peer.id(), braid::StreamEnd::PeerFin)
+                (s.id().0, braid::StreamEnd::LocalClose),
+                (peer.id().0, braid::StreamEnd::PeerFin)
             ]
         );
+    });
+}
+
+// ---- the tokio API's methods, on threads ----
+
+#[test]
+fn named_streams_priority_stats_and_idle_timeout() {
+    within(30, || {
+        let mut config = Config::new(Protocol::SmuxV2);
+        config.stream_names = true;
+        let (client, server) = pair(config);
+        assert_eq!(client.protocol(), Protocol::SmuxV2);
+        let mut s = client.open_named("metrics").unwrap();
+        assert_eq!(s.name().as_deref(), Some("metrics"));
+        assert_eq!(s.priority(), 0);
+        s.set_priority(200);
+        assert_eq!(s.priority(), 200);
+        s.write_all(b"cpu 0.93").unwrap();
+        let peer = server.accept_stream().unwrap();
+        assert_eq!(peer.name().as_deref(), Some("metrics"));
+        let mut got = [0u8; 8];
+        (&peer).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"cpu 0.93");
+        assert_eq!(s.stats().bytes_sent, 8);
+        assert_eq!(peer.stats().bytes_received, 8);
+        assert_eq!(client.stats().streams, 1);
+        assert!(client.stats().bytes_sent >= 8);
+        let too_long = "x".repeat(70_000);
+        let err = client.open_named(&too_long).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+        // Nothing moves either way: the idle timeout resets the stream, and `closed`
+        // says so on both ends.
+        assert_eq!(peer.idle_timeout(), None);
+        peer.set_idle_timeout(Some(Duration::from_millis(100)));
+        assert_eq!(peer.idle_timeout(), Some(Duration::from_millis(100)));
+        let start = Instant::now();
+        assert_eq!(
+            peer.closed(),
+            braid::StreamEnd::Reset(braid::ResetReason::IdleTimeout)
+        );
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert_eq!(
+            (&peer).read(&mut [0u8; 1]).unwrap_err().kind(),
+            ErrorKind::TimedOut
+        );
+        // smux has no RST: the opener sees the peer's FIN.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    });
+}
+
+#[test]
+fn stream_closed_reports_how_it_ended() {
+    within(30, || {
+        let (client, server) = pair(Config::new(Protocol::Yamux));
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"x").unwrap();
+        s.shutdown_write();
+        let mut peer = server.accept_stream().unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        peer.shutdown_write();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(peer.closed(), braid::StreamEnd::PeerFin);
+        assert_eq!(s.closed(), braid::StreamEnd::LocalClose);
+
+        // A waiting `closed` returns when the session ends.
+        let open = client.open_stream().unwrap();
+        let waiting = thread::spawn(move || open.closed());
+        server.close();
+        assert_eq!(client.closed(), ConnectionError::TransportClosed);
+        let end = waiting.join().unwrap();
+        assert_ne!(end, braid::StreamEnd::LocalClose, "{end:?}");
+    });
+}
+
+#[test]
+fn ping_and_go_away() {
+    within(30, || {
+        let (client, server) = pair(Config::new(Protocol::Yamux));
+        assert!(client.ping().unwrap() < Duration::from_secs(5));
+        assert!(client.stats().rtt.is_some());
+        // A stream the server has accepted before its GoAway.
+        let kept = client.open_stream().unwrap();
+        (&kept).write_all(b"x").unwrap();
+        let peer = server.accept_stream().unwrap();
+        (&peer).read_exact(&mut [0u8; 1]).unwrap();
+        server.go_away();
+        // The server's ping is answered after its GoAway has been read.
+        server.ping().unwrap();
+        let err = client.open_stream().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+        // Existing streams go on.
+        (&kept).write_all(b"still").unwrap();
+        let mut got = [0u8; 5];
+        (&peer).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"still");
+
+        let (smux, _smux_server) = pair(Config::new(Protocol::SmuxV1));
+        assert_eq!(smux.ping().unwrap_err().kind(), ErrorKind::Unsupported);
+        // A ping waiting when the session ends fails with its reason.
+        client.close();
+        assert_eq!(client.ping().unwrap_err().kind(), ErrorKind::BrokenPipe);
+    });
+}
+
+#[test]
+fn chunks_move_without_a_caller_buffer() {
+    within(30, || {
+        for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
+            let (client, server) = pair(Config::new(protocol));
+            let s = client.open_stream().unwrap();
+            s.write_chunk(bytes::Bytes::from_static(b"hello, "))
+                .unwrap();
+            // Larger than the 4 KiB below which chunks are copied together.
+            let big = bytes::Bytes::from(vec![7u8; 100_000]);
+            s.write_chunk(big.clone()).unwrap();
+            s.shutdown_write();
+            let peer = server.accept_stream().unwrap();
+            let mut got = Vec::new();
+            let first = peer.read_chunk(5).unwrap().unwrap();
+            assert!(!first.is_empty() && first.len() <= 5);
+            got.extend_from_slice(&first);
+            while let Some(chunk) = peer.read_chunk(64 * 1024).unwrap() {
+                assert!(chunk.len() <= 64 * 1024);
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(&got[..7], b"hello, ");
+            assert_eq!(&got[7..], &big[..]);
+            // After the end, still the end.
+            assert_eq!(peer.read_chunk(1024).unwrap(), None);
+        }
     });
 }

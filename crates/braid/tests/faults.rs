@@ -390,7 +390,7 @@ async fn cut(protocol: Protocol) {
             let (s, res) = res.unwrap();
             match res {
                 Err(_) => streams.push(s),
-                Ok(n) => panic!("stream {} read {n} bytes after the cut", s.id()),
+                Ok(n) => panic!("stream {} read {n} bytes after the cut", s.id().0),
             }
         }
         let ends = tokio::join!(client.closed(), server.closed());

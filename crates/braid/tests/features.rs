@@ -190,3 +190,63 @@ async fn cancelled_reads_and_accepts_lose_nothing() {
     peer.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"later");
 }
+
+#[tokio::test(start_paused = true)]
+async fn accept_timeout_and_close_reason() {
+    let (client, server) = duplex_pair(Config::new(Protocol::SmuxV2));
+    let err = server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let peer = server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a stream");
+    assert_eq!(peer.id(), s.id());
+    assert_eq!(client.close_reason(), None);
+    client.close().await;
+    assert_eq!(client.close_reason(), Some(ConnectionError::LocallyClosed));
+    assert_eq!(server.closed().await, ConnectionError::TransportClosed);
+    assert_eq!(
+        server.close_reason(),
+        Some(ConnectionError::TransportClosed)
+    );
+    // Once the session has ended, `Ok(None)` at once.
+    assert!(server
+        .accept_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn chunks_on_the_halves() {
+    for proto in PROTOCOLS {
+        let (client, server) = duplex_pair(Config::new(proto));
+        let mut s = client.open_stream().await.unwrap();
+        s.write_chunk(bytes::Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let peer = server.accept_stream().await.unwrap();
+        let (mut r, mut w) = peer.into_split();
+        let mut got = Vec::new();
+        while let Some(chunk) = r.read_chunk(2).await.unwrap() {
+            assert!(!chunk.is_empty() && chunk.len() <= 2);
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, b"hello");
+        assert_eq!(r.read_chunk(16).await.unwrap(), None);
+        w.write_chunk(bytes::Bytes::from_static(b"back"))
+            .await
+            .unwrap();
+        drop(w);
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"back");
+    }
+}

@@ -6,9 +6,9 @@
 mod common;
 
 use braid::{Config, ConnectionError, Protocol, Session, Side, Stream};
-use braid_proto::frame::smux::FrameError as SmuxError;
-use braid_proto::frame::yamux::FrameError as YamuxError;
 use braid_proto::ProtocolViolation;
+use braid_proto::SmuxFrameError as SmuxError;
+use braid_proto::YamuxFrameError as YamuxError;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};

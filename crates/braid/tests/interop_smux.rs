@@ -90,7 +90,7 @@ async fn echo_bytes(proto: Protocol, dir: Dir, len: usize) {
     };
     let data = pattern(11).bytes_at(0, len);
     let stream = open_or_accept(&session, dir).await;
-    let id = stream.id();
+    let id = stream.id().0;
     let go_role = match dir {
         Dir::BraidClient => {
             braid_echo_opener(stream, &data).await;
@@ -224,7 +224,7 @@ async fn half_close(proto: Protocol, dir: Dir) {
         return;
     };
     let stream = open_or_accept(&session, dir).await;
-    let id = stream.id();
+    let id = stream.id().0;
     let (request, reply) = request_then_half_close(stream, REQUEST_BYTES).await;
     assert_same_bytes(&reply, &pattern(51).bytes_at(0, REPLY_BYTES), "reply");
     let events = finish(session, go).await;
@@ -299,7 +299,7 @@ async fn go_closes_first(proto: Protocol, dir: Dir) {
     drop(stream);
 
     let probe = session.open_stream().await.unwrap();
-    let probe_id = probe.id();
+    let probe_id = probe.id().0;
     let data = pattern(62).bytes_at(0, 64 * 1024);
     braid_echo_opener(probe, &data).await;
 
@@ -400,7 +400,7 @@ async fn slow_go_reader(proto: Protocol, dir: Dir) {
         return;
     };
     let mut sent = each_stream(&session, dir, SLOW_STREAMS, |i, mut stream| async move {
-        let id = stream.id();
+        let id = stream.id().0;
         let mut start = [0u8; 1];
         stream
             .read_exact(&mut start)
@@ -450,7 +450,7 @@ async fn slow_braid_reader(proto: Protocol, dir: Dir) {
             // Pacing, not synchronisation: this is the slow reader.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Record::of(stream.id(), &data)
+        Record::of(stream.id().0, &data)
     })
     .await;
     received.sort();
@@ -515,7 +515,7 @@ async fn keepalive(proto: Protocol, dir: Dir) {
                 "{proto:?}: braid's session ended while idle"
             );
             let stream = session.open_stream().await.unwrap();
-            let id = stream.id();
+            let id = stream.id().0;
             braid_echo_opener(stream, &data).await;
             (id, "acceptor")
         }
@@ -528,7 +528,7 @@ async fn keepalive(proto: Protocol, dir: Dir) {
                 began.elapsed() >= IDLE,
                 "Go opened its stream before idling"
             );
-            let id = stream.id();
+            let id = stream.id().0;
             let got = braid_echo_acceptor(stream).await;
             assert_same_bytes(&got, &data, "what Go sent after idling");
             (id, "opener")
@@ -558,7 +558,7 @@ async fn peer_killed(proto: Protocol, dir: Dir) {
     let tasks = each_stream(&session, dir, KILL_STREAMS, move |_, stream| {
         let progress = progress.clone();
         async move {
-            let id = stream.id();
+            let id = stream.id().0;
             let (mut r, mut w) = stream.into_split();
             // braid writes only once Go's data arrives: smux 1.5.16 drops what reaches a
             // stream it opened before it has registered it (after its SYN is written),
@@ -695,7 +695,7 @@ async fn braid_cuts_the_connection(proto: Protocol, dir: Dir) {
             .expect("Go's start byte");
         let data = pattern(101).bytes_at(stream_offset(i), CUT_BYTES);
         stream.write_all(&data).await.unwrap();
-        sent.push(Record::of(stream.id(), &data));
+        sent.push(Record::of(stream.id().0, &data));
     }
     sent.sort();
     let mut received = Vec::new();

@@ -112,7 +112,7 @@ async fn echo_bytes(dir: Dir, len: usize) {
     };
     let data = pattern(11).bytes_at(0, len);
     let stream = open_or_accept(&session, dir).await;
-    let id = stream.id();
+    let id = stream.id().0;
     let go_role = match dir {
         Dir::BraidClient => {
             braid_echo_opener(stream, &data).await;
@@ -140,7 +140,7 @@ async fn auto_server_detects_go_yamux() {
         let config = Config::new(Protocol::Auto);
         let session = Session::from_tcp(tcp, config, braid::Side::Server).unwrap();
         let stream = session.accept_stream().await.expect("Go's stream");
-        let id = stream.id();
+        let id = stream.id().0;
         assert_eq!(id % 2, 1, "a yamux client's first stream");
         let got = braid_echo_acceptor(stream).await;
         let data = pattern(12).bytes_at(0, ECHO_BYTES);
@@ -259,7 +259,7 @@ async fn half_close(dir: Dir) {
         return;
     };
     let stream = open_or_accept(&session, dir).await;
-    let id = stream.id();
+    let id = stream.id().0;
     let (request, reply) = request_then_half_close(stream, REQUEST_BYTES).await;
     assert_same_bytes(&reply, &pattern(51).bytes_at(0, REPLY_BYTES), "reply");
     let events = finish(session, go).await;
@@ -312,7 +312,7 @@ async fn go_half_closes_then_reads(dir: Dir) {
     eprintln!("go_half_closes_then_reads {dir:?}: {late}");
     assert_eq!(
         Record::from_event(late),
-        Record::of(stream.id(), &reply),
+        Record::of(stream.id().0, &reply),
         "what Go's polling reads got after its Close"
     );
 }
@@ -346,7 +346,7 @@ async fn go_closes_first(dir: Dir) {
     drop(stream);
 
     let probe = session.open_stream().await.unwrap();
-    let probe_id = probe.id();
+    let probe_id = probe.id().0;
     let data = pattern(62).bytes_at(0, 64 * 1024);
     braid_echo_opener(probe, &data).await;
 
@@ -455,7 +455,7 @@ async fn slow_go_reader(dir: Dir) {
         return;
     };
     let mut sent = each_stream(&session, dir, SLOW_STREAMS, |i, mut stream| async move {
-        let id = stream.id();
+        let id = stream.id().0;
         let mut start = [0u8; 1];
         stream
             .read_exact(&mut start)
@@ -504,7 +504,7 @@ async fn slow_braid_reader(dir: Dir) {
             // Pacing, not synchronisation: this is the slow reader.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Record::of(stream.id(), &data)
+        Record::of(stream.id().0, &data)
     })
     .await;
     received.sort();
@@ -652,7 +652,7 @@ async fn keepalive(dir: Dir) {
             tokio::time::sleep(IDLE).await;
             assert!(!session.is_closed(), "braid's session ended while idle");
             let stream = session.open_stream().await.unwrap();
-            let id = stream.id();
+            let id = stream.id().0;
             braid_echo_opener(stream, &data).await;
             (id, "acceptor")
         }
@@ -665,7 +665,7 @@ async fn keepalive(dir: Dir) {
                 began.elapsed() >= IDLE,
                 "Go opened its stream before idling"
             );
-            let id = stream.id();
+            let id = stream.id().0;
             let got = braid_echo_acceptor(stream).await;
             assert_same_bytes(&got, &data, "what Go sent after idling");
             (id, "opener")
@@ -700,7 +700,7 @@ async fn peer_killed(dir: Dir) {
     let tasks = each_stream(&session, dir, KILL_STREAMS, move |_, stream| {
         let progress = progress.clone();
         async move {
-            let id = stream.id();
+            let id = stream.id().0;
             let (mut r, mut w) = stream.into_split();
             let reader = tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
@@ -827,7 +827,7 @@ async fn braid_cuts_the_connection(dir: Dir) {
             .expect("Go's start byte");
         let data = pattern(101).bytes_at(stream_offset(i), CUT_BYTES);
         stream.write_all(&data).await.unwrap();
-        sent.push(Record::of(stream.id(), &data));
+        sent.push(Record::of(stream.id().0, &data));
     }
     sent.sort();
     let mut received = Vec::new();
@@ -922,7 +922,7 @@ async fn go_sends_go_away(dir: Dir) {
     let (session, driver) = Session::new(gated, yamux(), dir.braid_side()).unwrap();
     tokio::spawn(driver);
     let mut stream = session.open_stream().await.unwrap();
-    let id = stream.id();
+    let id = stream.id().0;
     let sent = go.expect("go_away_sent").await;
     assert_eq!(sent["stream"], id);
     let mut crossing = session
@@ -959,7 +959,7 @@ async fn go_sends_go_away(dir: Dir) {
         .accept_stream()
         .await
         .expect("Go's stream after its GoAway");
-    let their_id = theirs.id();
+    let their_id = theirs.id().0;
     let got = braid_echo_acceptor(theirs).await;
     assert_same_bytes(&got, &data, "what Go sent after its GoAway");
     let events = finish(session, go).await;
@@ -1063,7 +1063,7 @@ async fn braid_sends_go_away(dir: Dir) {
         return;
     };
     let mut stream = session.accept_stream().await.expect("Go's stream");
-    let id = stream.id();
+    let id = stream.id().0;
     session.go_away();
     stream.write_all(b"B").await.unwrap();
     let got = braid_echo_acceptor(stream).await;
@@ -1073,7 +1073,7 @@ async fn braid_sends_go_away(dir: Dir) {
         .open_stream()
         .await
         .expect("open after our own GoAway");
-    let our_id = ours.id();
+    let our_id = ours.id().0;
     braid_echo_opener(ours, &data).await;
     let events = finish(session, go).await;
     assert_eq!(
@@ -1113,7 +1113,7 @@ async fn full_backlog_resets_the_overflow(dir: Dir) {
     };
     let control_id = go.expect("control").await["stream"].clone();
     let mut control = session.accept_stream().await.expect("Go's control stream");
-    assert_eq!(control_id, control.id());
+    assert_eq!(control_id, control.id().0);
 
     let (done, mut results) = mpsc::unbounded_channel();
     let mut requests = Vec::new();
@@ -1131,7 +1131,7 @@ async fn full_backlog_resets_the_overflow(dir: Dir) {
             assert!(i >= BACKLOG, "stream {i}: {e}");
             assert_eq!(e.kind(), ErrorKind::ConnectionReset, "stream {i}");
         }
-        requests.push(Record::of(stream.id(), &request));
+        requests.push(Record::of(stream.id().0, &request));
         let done = done.clone();
         tokio::spawn(async move {
             let mut reply = Vec::new();
@@ -1144,7 +1144,7 @@ async fn full_backlog_resets_the_overflow(dir: Dir) {
                     Err((e.kind(), end, write.map_err(|e| e.kind())))
                 }
             };
-            let _ = done.send((i, stream.id(), outcome));
+            let _ = done.send((i, stream.id().0, outcome));
         });
     }
     // The overflow streams end first: the others wait for Go to accept them.
@@ -1223,7 +1223,7 @@ async fn braid_backlog_resets_go_overflow(dir: Dir) {
     let mut accepted = Vec::new();
     for _ in 0..BACKLOG {
         let stream = session.accept_stream().await.expect("accept");
-        let id = stream.id();
+        let id = stream.id().0;
         let got = braid_echo_acceptor(stream).await;
         assert_same_bytes(&got, &data, "what Go sent");
         accepted.push(Record::of(id, &data));
@@ -1259,7 +1259,7 @@ async fn unacked_opens_wait_for_acks(dir: Dir) {
             stream.shutdown().await.unwrap();
             let mut reply = Vec::new();
             let read = stream.read_to_end(&mut reply).await;
-            let _ = done.send((stream.id(), read.map(|_| reply == request)));
+            let _ = done.send((stream.id().0, read.map(|_| reply == request)));
         });
     };
     for i in 0..UNACKED {
@@ -1338,7 +1338,7 @@ async fn large_frames(dir: Dir) {
     let (session, driver) = Session::new(tap, config, dir.braid_side()).unwrap();
     tokio::spawn(driver);
     let mut stream = session.open_stream().await.unwrap();
-    let id = stream.id();
+    let id = stream.id().0;
     let data = pattern(161).bytes_at(0, WINDOW);
     stream.write_all(&data).await.unwrap();
     stream.shutdown().await.unwrap();

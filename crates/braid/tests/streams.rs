@@ -323,7 +323,7 @@ async fn invalid_config_is_refused_with_the_field_named() {
     config.max_frame_size = 0;
     let (a, _b) = tokio::io::duplex(64);
     let err = Session::client(a, config).unwrap_err();
-    assert_eq!(err.field, "max_frame_size");
+    assert_eq!(err.field, braid::ConfigField::MaxFrameSize);
 }
 
 /// A driver dropped before the session ended (task aborted, runtime shut down) ends the

@@ -209,7 +209,7 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             return;
         }
     };
-    let id = stream.id();
+    let id = stream.id().0;
     debug!(%peer, stream = id, "carrying");
     match pipe(
         stream,

@@ -10,7 +10,7 @@ use super::noise::Psk;
 use super::tls::{self, ClientTls};
 use super::units::{de_duration, de_size, human_bytes, parse_duration, parse_size};
 use super::Error;
-use braid::{Config, Protocol, Side};
+use braid::{Config, ConfigField, Protocol, Side};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -117,9 +117,9 @@ impl Tuning {
         c.keep_alive_disabled = self.no_keepalive;
         c.validate_for(side).map_err(|e| {
             let flag = match e.field {
-                "keep_alive_interval" => "keepalive-interval".to_string(),
-                "keep_alive_timeout" => "keepalive-timeout".to_string(),
-                f => f.replace('_', "-"),
+                ConfigField::KeepAliveInterval => "keepalive-interval".to_string(),
+                ConfigField::KeepAliveTimeout => "keepalive-timeout".to_string(),
+                f => f.name().replace('_', "-"),
             };
             Error::Usage(format!(
                 "invalid --{flag} {}: allowed {}",

@@ -207,7 +207,7 @@ async fn serve_connection(
             break session.closed().await;
         };
         if ctx.stop.is_cancelled() {
-            debug!(%peer, stream = stream.id(), "shutting down: stream reset");
+            debug!(%peer, stream = stream.id().0, "shutting down: stream reset");
             stream.reset();
             ctx.metrics.refused_stream(proto);
             continue;
@@ -258,7 +258,7 @@ async fn forward(
     ctx: Arc<Ctx>,
 ) {
     let s = &ctx.settings;
-    let id = stream.id();
+    let id = stream.id().0;
     let _counted = ctx.metrics.stream(proto);
     let tcp = match timeout(s.connect_timeout, TcpStream::connect(&s.target)).await {
         Ok(Ok(tcp)) => tcp,

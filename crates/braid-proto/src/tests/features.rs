@@ -48,7 +48,10 @@ fn names_are_opt_in_smux_only_and_bounded() {
     p.client.open_named(&vec![b'n'; 65535]).unwrap();
     let mut y = Config::new(Protocol::Yamux);
     y.stream_names = true;
-    assert_eq!(y.validate().unwrap_err().field, "stream_names");
+    assert_eq!(
+        y.validate().unwrap_err().field,
+        crate::ConfigField::StreamNames
+    );
     // A plain smux peer refuses a named SYN, as Go 1.5.57 does.
     let mut p = Pair::with_configs(named(Protocol::SmuxV1), Config::default(), 1);
     p.client.open_named(b"who").unwrap();

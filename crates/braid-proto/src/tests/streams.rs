@@ -522,7 +522,7 @@ fn auto_server_refuses_what_is_no_protocol() {
             .validate_for(crate::Side::Client)
             .unwrap_err()
             .field,
-        "protocol"
+        crate::ConfigField::Protocol
     );
 }
 

@@ -1,9 +1,9 @@
 //! The blocking `Session` handle.
 
-use super::shared::{deadline_after, Inner};
+use super::shared::{deadline_after, Inner, State};
 use super::stream::Stream;
 use super::{threads, Transport};
-use braid_proto::{Config, ConfigError, ConnectionError, Side};
+use braid_proto::{Config, ConfigError, ConnectionError, Protocol, SessionStats, Side, StreamId};
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -89,19 +89,80 @@ impl Session {
         let mut st = self.inner.lock();
         loop {
             match st.core.open() {
-                Ok(id) => {
-                    st.stream_handles += 1;
-                    let waiters = Stream::register(&mut st, id);
-                    self.inner.kick(&mut st);
-                    drop(st);
-                    return Ok(Stream::new(self.inner.clone(), id, waiters));
-                }
-                Err(braid_proto::OpenError::Blocked) if !st.writer_done => {
-                    st = self.inner.wait(&self.inner.app_cv, st, None, "open")?;
+                Ok(id) => return Ok(self.new_stream(&mut st, id)),
+                Err(braid_proto::OpenError::Blocked) if !st.finished => {
+                    st = self.inner.wait(&self.inner.cvs.app, st, None, "open")?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// A handle for a stream just opened or accepted; the threads have work (a SYN to
+    /// send, or room in the accept queue).
+    fn new_stream(&self, st: &mut State, id: StreamId) -> Stream {
+        let waiters = st.add_stream(id).waiters.clone();
+        st.wake_io();
+        Stream::new(self.inner.clone(), id, waiters)
+    }
+
+    /// Opens a stream with a gmux name (smux with `Config::stream_names` on both ends);
+    /// the peer reads it with [`Stream::name`].
+    pub fn open_named(&self, name: &str) -> io::Result<Stream> {
+        let mut st = self.inner.lock();
+        let id = st.core.open_named(name.as_bytes())?;
+        Ok(self.new_stream(&mut st, id))
+    }
+
+    /// The session's counters: frames and bytes each way, streams, buffered bytes, the
+    /// last ping round trip.
+    pub fn stats(&self) -> SessionStats {
+        self.inner.lock().core.stats()
+    }
+
+    /// The protocol the session speaks: for a `Protocol::Auto` server, the one the client
+    /// turned out to speak (`Auto` until its first byte arrives).
+    pub fn protocol(&self) -> Protocol {
+        self.inner.lock().core.config().protocol
+    }
+
+    /// yamux: measures the round-trip time to the peer with a Ping; waits for the reply
+    /// or the end of the session. smux has no echoed keepalive: the result is an
+    /// `Unsupported` error.
+    pub fn ping(&self) -> io::Result<Duration> {
+        let mut st = self.inner.lock();
+        let id = st
+            .core
+            .ping(Instant::now())
+            .ok_or_else(|| crate::session::ping_refused(&st.core))?;
+        st.pings.insert(id, Default::default());
+        st.wake_io();
+        st.wake_timers();
+        let res = loop {
+            if let Some(rtt) = st.pings.get(&id).and_then(|p| p.rtt) {
+                break Ok(rtt);
+            }
+            if let Some(reason) = st.close_reason() {
+                break Err(reason.into());
+            }
+            st = self
+                .inner
+                .cvs
+                .app
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        };
+        st.pings.remove(&id);
+        st.core.forget_ping(id);
+        res
+    }
+
+    /// yamux: sends GoAway(0): the peer may open no more streams, existing streams go on.
+    /// smux has no GoAway: new inbound streams are ignored instead.
+    pub fn go_away(&self) {
+        let mut st = self.inner.lock();
+        st.core.go_away();
+        st.wake_io();
     }
 
     /// Waits for the next stream the peer opens. Returns `None` once the session has
@@ -121,19 +182,15 @@ impl Session {
         let mut st = self.inner.lock();
         loop {
             if let Some(id) = st.core.accept() {
-                st.stream_handles += 1;
-                let waiters = Stream::register(&mut st, id);
                 // Accepting may unpause a session whose accept queue was full.
-                self.inner.kick(&mut st);
-                drop(st);
-                return Ok(Some(Stream::new(self.inner.clone(), id, waiters)));
+                return Ok(Some(self.new_stream(&mut st, id)));
             }
-            if st.core.is_closed() || st.writer_done {
+            if st.is_closed() {
                 return Ok(None);
             }
             st = self
                 .inner
-                .wait(&self.inner.app_cv, st, deadline, "accept timed out")?;
+                .wait(&self.inner.cvs.app, st, deadline, "accept timed out")?;
         }
     }
 
@@ -143,11 +200,12 @@ impl Session {
     /// what had already arrived; other calls on them fail with `BrokenPipe`.
     pub fn close(&self) {
         let mut st = self.inner.lock();
-        self.inner.begin_close(&mut st);
-        while !st.writer_done {
+        st.close(Instant::now());
+        while !st.finished {
             st = self
                 .inner
-                .app_cv
+                .cvs
+                .app
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
         }
@@ -157,10 +215,11 @@ impl Session {
     /// why it ended ([`ConnectionError::LocallyClosed`] after [`Session::close`]).
     pub fn closed(&self) -> ConnectionError {
         let mut st = self.inner.lock();
-        while !st.writer_done {
+        while !st.finished {
             st = self
                 .inner
-                .app_cv
+                .cvs
+                .app
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
         }
@@ -172,8 +231,7 @@ impl Session {
 
     /// True once the session has ended (streams may still hold data to read).
     pub fn is_closed(&self) -> bool {
-        let st = self.inner.lock();
-        st.core.is_closed() || st.writer_done
+        self.inner.lock().is_closed()
     }
 
     /// Why the session ended, once it has.
@@ -196,18 +254,6 @@ impl Session {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer_addr
     }
-
-    /// Drops this handle, then waits for the session's threads to end. For tests: it
-    /// blocks forever if other handles keep the session open.
-    #[doc(hidden)]
-    pub fn join_threads_for_test(self) {
-        let handles =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(self);
-        for h in handles {
-            h.join().expect("a session thread panicked");
-        }
-    }
 }
 
 impl Clone for Session {
@@ -223,7 +269,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         let mut st = self.inner.lock();
         st.session_handles -= 1;
-        self.inner.close_if_unused(&mut st);
+        st.close_if_unused(Instant::now());
     }
 }
 

@@ -1,10 +1,11 @@
 //! The blocking `Stream` handle.
 
 use super::shared::{deadline_after, Inner, State, StreamSlot, StreamWaiters};
-use braid_proto::{ReadError, StreamId, WriteError};
+use braid_proto::{ReadError, StreamEnd, StreamId, StreamStats, WriteError};
+use bytes::Bytes;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The stream's registration with the session; dropping the last clone closes it.
 struct StreamRef {
@@ -15,13 +16,7 @@ struct StreamRef {
 
 impl Drop for StreamRef {
     fn drop(&mut self) {
-        let mut st = self.inner.lock();
-        // FIN after the data already written; unread data is released to the budget.
-        st.core.close_stream(self.id);
-        st.streams.remove(&self.id.0);
-        st.stream_handles -= 1;
-        self.inner.kick(&mut st);
-        self.inner.close_if_unused(&mut st);
+        self.inner.lock().drop_stream(self.id, Instant::now());
     }
 }
 
@@ -36,14 +31,22 @@ impl StreamRef {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.read_with(|st, id| st.core.read(id, buf))
+    }
+
+    /// Waits until `read` finds data (or the end), up to the read timeout.
+    fn read_with<R>(
+        &self,
+        mut read: impl FnMut(&mut State, StreamId) -> Result<R, ReadError>,
+    ) -> io::Result<R> {
         let mut st = self.inner.lock();
         let deadline = deadline_after(self.slot(&mut st).read_timeout);
         loop {
-            match st.core.read(self.id, buf) {
-                Ok(n) => {
+            match read(&mut st, self.id) {
+                Ok(r) => {
                     // Reading returned budget or made an UPD due.
-                    self.inner.kick(&mut st);
-                    return Ok(n);
+                    st.wake_io();
+                    return Ok(r);
                 }
                 Err(ReadError::Blocked) => {
                     st = self.inner.wait(
@@ -59,12 +62,28 @@ impl StreamRef {
     }
 
     fn write(&self, data: &[u8]) -> io::Result<usize> {
+        self.write_with(|st, id| st.core.write(id, data))
+    }
+
+    fn write_chunk(&self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.write_with(|st, id| st.core.write_chunk(id, data.clone()))?;
+            let _ = data.split_to(n);
+        }
+        Ok(())
+    }
+
+    /// Waits until `write` takes some data, up to the write timeout.
+    fn write_with(
+        &self,
+        mut write: impl FnMut(&mut State, StreamId) -> Result<usize, WriteError>,
+    ) -> io::Result<usize> {
         let mut st = self.inner.lock();
         let deadline = deadline_after(self.slot(&mut st).write_timeout);
         loop {
-            match st.core.write(self.id, data) {
+            match write(&mut st, self.id) {
                 Ok(n) => {
-                    self.inner.kick(&mut st);
+                    st.wake_io();
                     return Ok(n);
                 }
                 Err(WriteError::Blocked) => {
@@ -109,20 +128,6 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Records a new stream handle with the session.
-    pub(super) fn register(st: &mut State, id: StreamId) -> Arc<StreamWaiters> {
-        let waiters = Arc::new(StreamWaiters::default());
-        st.streams.insert(
-            id.0,
-            StreamSlot {
-                waiters: waiters.clone(),
-                read_timeout: None,
-                write_timeout: None,
-            },
-        );
-        waiters
-    }
-
     pub(super) fn new(inner: Arc<Inner>, id: StreamId, waiters: Arc<StreamWaiters>) -> Stream {
         Stream {
             stream: Arc::new(StreamRef { inner, id, waiters }),
@@ -131,8 +136,88 @@ impl Stream {
 
     /// The stream's id on the wire (smux: client odd from 3, server even from 2; yamux:
     /// client odd from 1, server even from 2).
-    pub fn id(&self) -> u32 {
-        self.stream.id.0
+    pub fn id(&self) -> StreamId {
+        self.stream.id
+    }
+
+    /// The gmux name the stream was opened with (`Session::open_named`), if any.
+    pub fn name(&self) -> Option<String> {
+        let st = self.stream.inner.lock();
+        st.core
+            .stream_name(self.stream.id)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    }
+
+    /// Waits until the stream has ended (both sides finished, a reset, an idle timeout,
+    /// or the end of the session), and returns why.
+    pub fn closed(&self) -> StreamEnd {
+        let mut st = self.stream.inner.lock();
+        loop {
+            if let Some(end) = st.core.stream_end(self.stream.id) {
+                return end;
+            }
+            if let Some(reason) = st.close_reason() {
+                return StreamEnd::Session(reason);
+            }
+            st = self
+                .stream
+                .waiters
+                .read
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Sets the idle timeout (`None`: never): once no data has moved either way for that
+    /// long, the stream is reset (yamux RST, smux FIN) and its reads and writes,
+    /// including those already waiting, fail with `TimedOut`.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        let mut st = self.stream.inner.lock();
+        st.core.set_idle_timeout(self.stream.id, timeout);
+        // The timer thread must learn of the new deadline.
+        st.wake_timers();
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.stream.inner.lock().core.idle_timeout(self.stream.id)
+    }
+
+    /// Sets the send priority (0 lowest, the default; 255 highest): higher priorities
+    /// send first, lower ones keep `Config::priority_share` percent of the link.
+    pub fn set_priority(&self, priority: u8) {
+        let mut st = self.stream.inner.lock();
+        st.core.set_priority(self.stream.id, priority);
+    }
+
+    /// The send priority.
+    pub fn priority(&self) -> u8 {
+        let st = self.stream.inner.lock();
+        st.core.priority(self.stream.id).unwrap_or(0)
+    }
+
+    /// Bytes each way, buffered bytes and windows.
+    pub fn stats(&self) -> StreamStats {
+        let st = self.stream.inner.lock();
+        st.core
+            .stream_stats(self.stream.id)
+            .expect("a held stream is known to the session")
+    }
+
+    /// Reads the next chunk of received data as it arrived, without copying it into a
+    /// buffer of yours: at most `max` bytes (at least 1), `Ok(None)` at end of stream.
+    /// Blocks and times out like `read`; mixes freely with it.
+    pub fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
+        self.stream
+            .read_with(|st, id| st.core.read_chunk(id, max.max(1)))
+    }
+
+    /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
+    /// copied together, so tiny chunks do not make tiny frames). Blocks and times out
+    /// like `write`; after a timeout, a prefix of `data` may have been queued.
+    pub fn write_chunk(&self, data: Bytes) -> io::Result<()> {
+        self.stream.write_chunk(data)
     }
 
     /// Another handle to the same stream, e.g. to read in one thread and write in
@@ -149,7 +234,7 @@ impl Stream {
     pub fn shutdown_write(&self) {
         let mut st = self.stream.inner.lock();
         st.core.close_write(self.stream.id);
-        self.stream.inner.kick(&mut st);
+        st.wake_io();
     }
 
     /// Aborts the stream: unsent and unread data are dropped and later calls fail. yamux
@@ -158,8 +243,8 @@ impl Stream {
     pub fn reset(&self) {
         let mut st = self.stream.inner.lock();
         st.core.reset(self.stream.id);
-        self.stream.inner.dispatch(&mut st);
-        self.stream.inner.kick(&mut st);
+        st.dispatch();
+        st.wake_io();
     }
 
     /// Sets how long a read waits for data before failing with

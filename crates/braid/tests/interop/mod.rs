@@ -585,7 +585,7 @@ where
 /// stall once the echo fills the buffers on its way back), checks it, half-closes, and
 /// expects the echoing side to close in turn.
 pub async fn braid_echo_opener(stream: Stream, data: &[u8]) {
-    let id = stream.id();
+    let id = stream.id().0;
     let (mut r, mut w) = stream.into_split();
     let to_send = data.to_vec();
     // The write half is handed back: dropping it would half-close.
@@ -642,7 +642,7 @@ pub async fn open_uploads(session: &Session, n: usize, max: usize, seed: u64) ->
 /// The opener's side of the upload protocol: `length u64 LE | SHA-256 | data`, then the
 /// echo must come back whole, followed by the acceptor's close.
 pub async fn upload(mut stream: Stream, data: Vec<u8>) -> Record {
-    let id = stream.id();
+    let id = stream.id().0;
     let mut msg = Vec::with_capacity(UPLOAD_HEADER + data.len());
     msg.extend_from_slice(&(data.len() as u64).to_le_bytes());
     msg.extend_from_slice(&Sha256::digest(&data));
@@ -676,7 +676,7 @@ pub async fn serve_uploads(session: &Session, n: usize) -> Vec<Record> {
 /// reading while its write is blocked can deadlock smux under load), checks its hash,
 /// echoes it and half-closes; the opener then closes.
 pub async fn serve_upload(mut stream: Stream) -> Record {
-    let id = stream.id();
+    let id = stream.id().0;
     let mut header = [0u8; UPLOAD_HEADER];
     stream
         .read_exact(&mut header)
@@ -701,7 +701,7 @@ pub async fn serve_upload(mut stream: Stream) -> Record {
 /// The sender's side of the bulk exchange: `len u64 LE`, then `len` bytes of the pattern
 /// of `seed`; the receiver's SHA-256 must match, followed by its close.
 pub async fn bulk_send(mut stream: Stream, len: u64, seed: u64) -> Record {
-    let id = stream.id();
+    let id = stream.id().0;
     stream.write_all(&len.to_le_bytes()).await.unwrap();
     let pat = pattern(seed);
     let mut hasher = Sha256::new();
@@ -732,7 +732,7 @@ pub async fn bulk_send(mut stream: Stream, len: u64, seed: u64) -> Record {
 /// The receiver's side of the bulk exchange: reads the length and the data, replies with
 /// the SHA-256 and half-closes; the sender then closes.
 pub async fn bulk_receive(mut stream: Stream) -> Record {
-    let id = stream.id();
+    let id = stream.id().0;
     let len = stream.read_u64_le().await.expect("read the length");
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];

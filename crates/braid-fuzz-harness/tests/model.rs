@@ -10,12 +10,9 @@
 //!   `max_receive_buffer` plus one frame, that two braid sessions never see a protocol
 //!   error, and that both sessions forget every stream once both sides closed it.
 //!
-//! The checks live in `fuzz/src/lib.rs`, shared with the fuzz targets.
+//! The checks live in this crate's library, shared with the fuzz targets.
 
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/lib.rs"]
-mod harness;
-
+use braid_fuzz_harness as harness;
 use braid_proto::Protocol;
 use harness::{Op, Setup, Who};
 use proptest::prelude::*;
