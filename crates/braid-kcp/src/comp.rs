@@ -175,6 +175,69 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CompStream<T> {
     }
 }
 
+/// A byte stream braid can run over: what [`with_compression`] returns.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// `io` as kcptun's peer expects it: snappy-framed if `compress` (kcptun's default),
+/// else plain but failing with a clear error if the peer's first byte shows it
+/// compresses.
+pub fn with_compression<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    io: T,
+    compress: bool,
+) -> Box<dyn Duplex> {
+    if compress {
+        Box::new(CompStream::new(io))
+    } else {
+        Box::new(Plain { inner: io, checked: false })
+    }
+}
+
+/// A stream checked for a compressing peer: snappy's stream identifier starts with 0xff,
+/// which no smux or yamux frame does.
+struct Plain<T> {
+    inner: T,
+    checked: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Plain<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if !self.checked && buf.filled().len() > before {
+            self.checked = true;
+            if buf.filled()[before] == 0xff {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the peer compresses (snappy stream header): drop --nocomp here or add it \
+                     on the peer",
+                )));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Plain<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +267,16 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(1000);
         let mut r = CompStream::new(b);
         a.write_all(&[1, 0, 0, 0, 0, 0, 0, 0]).await.unwrap();
+        let e = r.read(&mut [0u8; 100]).await.unwrap_err();
+        assert!(e.to_string().contains("--nocomp"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn plain_side_names_a_compressing_peer() {
+        let (a, b) = tokio::io::duplex(1000);
+        let mut w = CompStream::new(a);
+        let mut r = with_compression(b, false);
+        w.write_all(b"smux").await.unwrap();
         let e = r.read(&mut [0u8; 100]).await.unwrap_err();
         assert!(e.to_string().contains("--nocomp"), "{e}");
     }

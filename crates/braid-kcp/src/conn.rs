@@ -41,6 +41,11 @@ pub struct Conn {
     busy_since: u32,
     /// KCP segments the KCP layer rejected (conv mismatch, bad command).
     pub rejected: u64,
+    /// The peer's latest cumulative ACK (`una`) and highest selective ACK seen.
+    peer_una: Option<u32>,
+    max_acked: Option<u32>,
+    /// Since when the peer has acknowledged a segment beyond its own `una`.
+    gap_since: Option<u32>,
 }
 
 impl Conn {
@@ -68,6 +73,9 @@ impl Conn {
             last_rx: None,
             busy_since: now,
             rejected: 0,
+            peer_una: None,
+            max_acked: None,
+            gap_since: None,
         }
     }
 
@@ -80,12 +88,21 @@ impl Conn {
     pub fn input(&mut self, datagram: &mut [u8], now: u32) -> Result<(), DecodeError> {
         let kcp = &mut self.kcp;
         let mut rejected = 0;
+        let (mut una, mut acked) = (self.peer_una, self.max_acked);
         self.codec.decode(datagram, |packet| {
+            scan_acks(packet, kcp.conv(), &mut una, &mut acked);
             if kcp.input(packet).is_err() {
                 rejected += 1;
             }
         })?;
         self.rejected += rejected;
+        (self.peer_una, self.max_acked) = (una, acked);
+        match (una, acked) {
+            (Some(u), Some(a)) if a.wrapping_sub(u) as i32 >= 0 => {
+                self.gap_since.get_or_insert(now);
+            }
+            _ => self.gap_since = None,
+        }
         self.last_rx = Some(now);
         Ok(())
     }
@@ -174,6 +191,14 @@ impl Conn {
         now.wrapping_sub(since) >= after_ms
     }
 
+    /// Whether the peer has acknowledged segments past its cumulative ACK for `after_ms`:
+    /// it lost the start of the stream, which happens when a kcp-go listener closed the
+    /// session (bad smux version or compression) and made a new one for our packets.
+    pub fn peer_restarted(&self, now: u32, after_ms: u32) -> bool {
+        self.gap_since
+            .is_some_and(|since| now.wrapping_sub(since) >= after_ms)
+    }
+
     /// Milliseconds since the last valid datagram (or since `start` if none came).
     pub fn silent_for(&self, now: u32, start: u32) -> u32 {
         now.wrapping_sub(self.last_rx.unwrap_or(start))
@@ -182,6 +207,26 @@ impl Conn {
     /// The datagram layer's counters.
     pub fn stats(&self) -> CodecStats {
         self.codec.stats()
+    }
+}
+
+/// Notes the `una` and ACKed `sn` of each segment of a KCP packet for `conv`
+/// (`conv u32 | cmd u8 | frg u8 | wnd u16 | ts u32 | sn u32 | una u32 | len u32 | data`).
+fn scan_acks(mut packet: &[u8], conv: u32, una: &mut Option<u32>, acked: &mut Option<u32>) {
+    let later = |new: u32, old: Option<u32>| old.is_none_or(|o| new.wrapping_sub(o) as i32 > 0);
+    while packet.len() >= 24 {
+        let word = |at: usize| u32::from_le_bytes(packet[at..at + 4].try_into().expect("4"));
+        if word(0) != conv {
+            return;
+        }
+        let (sn, seg_una, len) = (word(12), word(16), word(20) as usize);
+        if later(seg_una, *una) {
+            *una = Some(seg_una);
+        }
+        if packet[4] == 82 && later(sn, *acked) {
+            *acked = Some(sn);
+        }
+        packet = packet.get(24 + len..).unwrap_or(&[]);
     }
 }
 

@@ -49,7 +49,7 @@ mod listener;
 mod stream;
 
 pub use codec::{Codec, CodecStats, DecodeError, CRYPT_HEADER, MAX_DATAGRAM};
-pub use comp::CompStream;
+pub use comp::{with_compression, CompStream, Duplex};
 pub use config::{Config, Mode};
 pub use conn::Conn;
 pub use crypt::{derive_key, Crypt, CryptError, DEFAULT_KEY, SUPPORTED as SUPPORTED_CIPHERS};

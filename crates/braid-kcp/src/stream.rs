@@ -259,7 +259,7 @@ impl Driver {
         let mut out: Vec<Vec<u8>> = Vec::new();
         let mut next = Instant::now();
         let mut linger_until: Option<Instant> = None;
-        let mut refused = false;
+        let mut refused: Option<Instant> = None;
         loop {
             tokio::select! {
                 got = recv(&mut self.io) => match got {
@@ -268,7 +268,7 @@ impl Driver {
                         try_recv_more(&mut self.io, &mut batch);
                     }
                     Ok(None) => {} // the listener is gone; expire by the clock
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = Some(Instant::now()),
                     Err(e) => tracing::debug!(peer = %self.peer, "udp receive: {e}"),
                 },
                 _ = self.shared.notify.notified() => {}
@@ -311,7 +311,7 @@ impl Driver {
                 };
                 if let Err(e) = sent {
                     if e.kind() == io::ErrorKind::ConnectionRefused {
-                        refused = true;
+                        refused = Some(Instant::now());
                     }
                     tracing::trace!(peer = %self.peer, "udp send: {e}");
                 }
@@ -328,7 +328,7 @@ impl Driver {
         &self,
         st: &mut State,
         now: u32,
-        refused: bool,
+        refused: Option<Instant>,
         linger_until: &mut Option<Instant>,
     ) -> Option<(io::ErrorKind, String)> {
         let (peer_name, peer_flag) = match self.role {
@@ -352,7 +352,10 @@ impl Driver {
                          --key and --crypt must be the {peer_flag}",
                         stats.bad_checksum
                     )
-                } else if refused {
+                } else if refused.is_some_and(|t| {
+                    // Only a recent refusal: one from before the server was up is no sign.
+                    t.elapsed() < Duration::from_millis(self.dead_after as u64 / 2)
+                }) {
                     format!("{peer_name} {peer} refuses UDP (port unreachable): is it running?")
                 } else {
                     format!(
@@ -368,6 +371,16 @@ impl Driver {
                 )
             };
             return Some((io::ErrorKind::TimedOut, msg));
+        }
+        if st.conn.peer_restarted(now, self.dead_after.saturating_mul(2)) {
+            return Some((
+                io::ErrorKind::ConnectionReset,
+                format!(
+                    "{peer_name} {peer} dropped the session and lost its start (it acknowledges \
+                     new data but not the old): check that --proto (smux version) and --nocomp \
+                     match the {peer_flag}"
+                ),
+            ));
         }
         let idle = st.conn.silent_for(now, 0);
         if idle >= self.idle_after {

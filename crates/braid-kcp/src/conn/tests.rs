@@ -144,3 +144,38 @@ fn other_conversation_is_rejected_by_kcp() {
     assert_eq!(b.rejected, 1);
     assert_eq!(b.recv(&mut [0u8; 100]), 0);
 }
+
+#[test]
+fn peer_that_restarts_the_session_is_noticed() {
+    let cfg = config(0, 0);
+    let mut a = Conn::new(9, &cfg, 0);
+    let mut b = Conn::new(9, &cfg, 0);
+    let mut now = 0;
+    let mut step = |a: &mut Conn, b: &mut Conn, now: u32| {
+        a.update(now);
+        b.update(now);
+        while let Some(mut d) = a.poll_datagram() {
+            b.input(&mut d, now).unwrap();
+        }
+        while let Some(mut d) = b.poll_datagram() {
+            a.input(&mut d, now).unwrap();
+        }
+    };
+    a.send(b"first", now);
+    for _ in 0..100 {
+        now += 10;
+        step(&mut a, &mut b, now);
+    }
+    assert_eq!(a.unacked(), 0);
+    assert!(!a.peer_restarted(now, 0));
+    // The peer drops the session; its listener makes a new one for our next packet.
+    let mut b = Conn::new(9, &cfg, now);
+    a.send(b"second", now);
+    let start = now;
+    while !a.peer_restarted(now, 2000) {
+        now += 10;
+        step(&mut a, &mut b, now);
+        assert!(now - start < 3000, "not noticed");
+    }
+    assert_eq!(b.recv(&mut [0u8; 100]), 0, "the new session never delivers");
+}
