@@ -74,8 +74,8 @@ impl<T> CompStream<T> {
                 }
                 self.started = true;
             }
-            let len = u32::from_le_bytes([self.partial[1], self.partial[2], self.partial[3], 0])
-                as usize;
+            let len =
+                u32::from_le_bytes([self.partial[1], self.partial[2], self.partial[3], 0]) as usize;
             if len > MAX_CHUNK {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -104,7 +104,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for CompStream<T> {
             let n = this.decoder.read(buf.initialize_unfilled()).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("bad snappy stream ({e}): are --nocomp settings the same on both sides?"),
+                    format!(
+                        "bad snappy stream ({e}): are --nocomp settings the same on both sides?"
+                    ),
                 )
             })?;
             if n > 0 {
@@ -189,7 +191,10 @@ pub fn with_compression<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     if compress {
         Box::new(CompStream::new(io))
     } else {
-        Box::new(Plain { inner: io, checked: false })
+        Box::new(Plain {
+            inner: io,
+            checked: false,
+        })
     }
 }
 
@@ -248,7 +253,9 @@ mod tests {
         let (a, b) = tokio::io::duplex(1000);
         let mut w = CompStream::new(a);
         let mut r = CompStream::new(b);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i / 7) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 7) as u8)
+            .collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
             for piece in sent.chunks(7001) {

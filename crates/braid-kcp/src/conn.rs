@@ -160,7 +160,8 @@ impl Conn {
     /// The next datagram to send.
     pub fn poll_datagram(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {
-            let packets = std::mem::take(&mut *self.outbox.0.lock().unwrap_or_else(|e| e.into_inner()));
+            let packets =
+                std::mem::take(&mut *self.outbox.0.lock().unwrap_or_else(|e| e.into_inner()));
             for p in packets {
                 let out = &mut self.out;
                 self.codec.encode(&p, |d| out.push_back(d));

@@ -131,7 +131,10 @@ impl Decoder {
         let end = begin as u64 + self.group as u64;
         let in_group = |h: &Held| (h.seqid as u64) >= begin as u64 && (h.seqid as u64) < end;
         let first = self.held.partition_point(|h| h.seqid < begin);
-        let count = self.held[first..].iter().take_while(|h| in_group(h)).count();
+        let count = self.held[first..]
+            .iter()
+            .take_while(|h| in_group(h))
+            .count();
         let mut recovered = Vec::new();
         if count >= self.data {
             let group = &self.held[first..first + count];

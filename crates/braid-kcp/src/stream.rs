@@ -79,7 +79,9 @@ pub struct KcpStream {
 
 impl std::fmt::Debug for KcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KcpStream").field("peer", &self.peer).finish()
+        f.debug_struct("KcpStream")
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
@@ -286,7 +288,8 @@ impl Driver {
                 while let Some(d) = st.conn.poll_datagram() {
                     out.push(d);
                 }
-                next = Instant::now() + Duration::from_millis(st.conn.next_update(now).max(1) as u64);
+                next =
+                    Instant::now() + Duration::from_millis(st.conn.next_update(now).max(1) as u64);
                 let end = self.verdict(&mut st, now, refused, &mut linger_until);
                 if let Some(msg) = &end {
                     st.error = Some(msg.clone());
@@ -372,7 +375,10 @@ impl Driver {
             };
             return Some((io::ErrorKind::TimedOut, msg));
         }
-        if st.conn.peer_restarted(now, self.dead_after.saturating_mul(2)) {
+        if st
+            .conn
+            .peer_restarted(now, self.dead_after.saturating_mul(2))
+        {
             return Some((
                 io::ErrorKind::ConnectionReset,
                 format!(
@@ -386,7 +392,10 @@ impl Driver {
         if idle >= self.idle_after {
             return Some((
                 io::ErrorKind::TimedOut,
-                format!("{peer_name} {peer} silent for {}s: session expired", idle / 1000),
+                format!(
+                    "{peer_name} {peer} silent for {}s: session expired",
+                    idle / 1000
+                ),
             ));
         }
         None

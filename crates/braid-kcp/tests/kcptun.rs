@@ -17,7 +17,9 @@ const STREAMS: usize = 24;
 const BYTES: usize = 48 * 1024;
 
 async fn braid_to_kcptun_server(setup: Setup) {
-    let Some((_, server_bin)) = both() else { return };
+    let Some((_, server_bin)) = both() else {
+        return;
+    };
     let target = echo_target().await;
     let port = free_port(true);
     let _server = Kcptun::server(&server_bin, port, target, &setup);
@@ -27,7 +29,9 @@ async fn braid_to_kcptun_server(setup: Setup) {
 }
 
 async fn kcptun_client_to_braid_server(setup: Setup, proto: Protocol) {
-    let Some((client_bin, _)) = both() else { return };
+    let Some((client_bin, _)) = both() else {
+        return;
+    };
     let (addr, seen, _) = braid_server(&setup, proto).await;
     let port = free_port(false);
     let _client = Kcptun::client(&client_bin, port, addr, &setup, &["--conn", "2"]);
@@ -76,7 +80,9 @@ async fn kcptun_client_to_braid_server_minimal_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fec_recovers_losses_through_a_lossy_relay() {
     bounded(async {
-        let Some((_, server_bin)) = both() else { return };
+        let Some((_, server_bin)) = both() else {
+            return;
+        };
         let setup = Setup::default_config(2);
         let target = echo_target().await;
         let port = free_port(true);
@@ -86,10 +92,16 @@ async fn fec_recovers_losses_through_a_lossy_relay() {
         many_streams(&session, 8, 256 * 1024).await;
         let s = stats.get();
         let lost = dropped.load(Ordering::Relaxed);
-        eprintln!("relay dropped {lost} datagrams; braid received {} parity, FEC recovered {}", s.parity, s.fec_recovered);
+        eprintln!(
+            "relay dropped {lost} datagrams; braid received {} parity, FEC recovered {}",
+            s.parity, s.fec_recovered
+        );
         assert!(lost > 20, "the relay dropped only {lost}");
         assert!(s.parity > 0, "no parity packets from kcptun-server");
-        assert!(s.fec_recovered > 0, "FEC recovered nothing ({lost} dropped)");
+        assert!(
+            s.fec_recovered > 0,
+            "FEC recovered nothing ({lost} dropped)"
+        );
         session.close().await;
     })
     .await
@@ -98,7 +110,9 @@ async fn fec_recovers_losses_through_a_lossy_relay() {
 /// Runs a braid client with `ours` against a kcptun-server with `theirs`; the session
 /// must end within `within` with an error containing every one of `hints`.
 async fn mismatch_client_side(ours: Setup, theirs: Setup, hints: &[&str]) {
-    let Some((_, server_bin)) = both() else { return };
+    let Some((_, server_bin)) = both() else {
+        return;
+    };
     let target = echo_target().await;
     let port = free_port(true);
     let _server = Kcptun::server(&server_bin, port, target, &theirs);
@@ -110,12 +124,21 @@ async fn mismatch_client_side(ours: Setup, theirs: Setup, hints: &[&str]) {
     let _ = w.write_all(b"hello through kcptun").await;
     let mut buf = [0u8; 64];
     let read = r.read(&mut buf).await;
-    assert!(!matches!(read, Ok(n) if n > 0), "{ours:?} vs {theirs:?}: data went through");
+    assert!(
+        !matches!(read, Ok(n) if n > 0),
+        "{ours:?} vs {theirs:?}: data went through"
+    );
     let reason = session.closed().await.to_string();
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(15), "took {took:?} to fail: {reason}");
+    assert!(
+        took < Duration::from_secs(15),
+        "took {took:?} to fail: {reason}"
+    );
     for h in hints {
-        assert!(reason.contains(h), "{ours:?} vs {theirs:?}: error lacks `{h}`: {reason}");
+        assert!(
+            reason.contains(h),
+            "{ours:?} vs {theirs:?}: error lacks `{h}`: {reason}"
+        );
     }
     eprintln!("failed after {took:?} with: {reason}");
 }
@@ -124,9 +147,18 @@ async fn mismatch_client_side(ours: Setup, theirs: Setup, hints: &[&str]) {
 async fn mismatches_against_kcptun_server_fail_fast_and_say_why() {
     bounded(async {
         let base = Setup::default_config(1);
-        let wrong_key = Setup { key: "not the key", ..base.clone() };
-        let wrong_cipher = Setup { crypt: "aes-128", ..base.clone() };
-        let no_comp = Setup { nocomp: true, ..base.clone() };
+        let wrong_key = Setup {
+            key: "not the key",
+            ..base.clone()
+        };
+        let wrong_cipher = Setup {
+            crypt: "aes-128",
+            ..base.clone()
+        };
+        let no_comp = Setup {
+            nocomp: true,
+            ..base.clone()
+        };
         let v2 = Setup::default_config(2);
         tokio::join!(
             mismatch_client_side(wrong_key, base.clone(), &["--key", "--crypt"]),
@@ -148,7 +180,9 @@ async fn mismatch_server_side(
     theirs: Setup,
     check: impl Fn(&ServerSeen, &braid_kcp::ListenerStats) -> Option<String>,
 ) {
-    let Some((client_bin, _)) = both() else { return };
+    let Some((client_bin, _)) = both() else {
+        return;
+    };
     let (addr, seen, stats) = braid_server(&ours, proto).await;
     let port = free_port(false);
     let _client = Kcptun::client(&client_bin, port, addr, &theirs, &[]);
@@ -178,8 +212,14 @@ fn ended_with(seen: &ServerSeen, hint: &str) -> Option<String> {
 async fn mismatches_against_kcptun_client_are_reported_by_the_server() {
     bounded(async {
         let base = Setup::default_config(1);
-        let wrong_key = Setup { key: "not the key", ..base.clone() };
-        let no_comp = Setup { nocomp: true, ..base.clone() };
+        let wrong_key = Setup {
+            key: "not the key",
+            ..base.clone()
+        };
+        let no_comp = Setup {
+            nocomp: true,
+            ..base.clone()
+        };
         let v2 = Setup::default_config(2);
         tokio::join!(
             mismatch_server_side(base.clone(), Protocol::Auto, wrong_key, |seen, stats| {
@@ -197,6 +237,37 @@ async fn mismatches_against_kcptun_client_are_reported_by_the_server() {
                 ended_with(seen, "smux version 2")
             }),
         );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supported_cipher_talks_to_kcptun_server() {
+    bounded(async {
+        let Some((_, server_bin)) = both() else {
+            return;
+        };
+        let target = echo_target().await;
+        let mut runs = Vec::new();
+        for &crypt in braid_kcp::SUPPORTED_CIPHERS {
+            let server_bin = server_bin.clone();
+            runs.push(tokio::spawn(async move {
+                let setup = Setup {
+                    crypt,
+                    key: "cipher test",
+                    ..Setup::minimal(2)
+                };
+                let port = free_port(true);
+                let _server = Kcptun::server(&server_bin, port, target, &setup);
+                let (session, _) = braid_client(([127, 0, 0, 1], port).into(), &setup).await;
+                let stream = session.open_stream().await.unwrap();
+                echo_check(stream, payload(20_000, 5), crypt).await;
+                session.close().await;
+            }));
+        }
+        for r in runs {
+            r.await.unwrap();
+        }
     })
     .await
 }

@@ -151,7 +151,7 @@ fn peer_that_restarts_the_session_is_noticed() {
     let mut a = Conn::new(9, &cfg, 0);
     let mut b = Conn::new(9, &cfg, 0);
     let mut now = 0;
-    let mut step = |a: &mut Conn, b: &mut Conn, now: u32| {
+    let step = |a: &mut Conn, b: &mut Conn, now: u32| {
         a.update(now);
         b.update(now);
         while let Some(mut d) = a.poll_datagram() {

@@ -40,7 +40,9 @@ pub fn kcptun(bin: &str) -> Option<PathBuf> {
         if std::env::var("BRAID_REQUIRE_INTEROP").as_deref() == Ok("1") {
             panic!("BRAID_REQUIRE_INTEROP=1 but {bin} is not installed (Debian package kcptun)");
         }
-        eprintln!("skipping kcptun interop test: {bin} not found (run scripts/install-peers.sh as root)");
+        eprintln!(
+            "skipping kcptun interop test: {bin} not found (run scripts/install-peers.sh as root)"
+        );
     }
     found
 }
@@ -191,7 +193,13 @@ impl Kcptun {
     }
 
     /// kcptun-client listening on TCP `port`, to the KCP server `remote`.
-    pub fn client(bin: &PathBuf, port: u16, remote: SocketAddr, setup: &Setup, extra: &[&str]) -> Kcptun {
+    pub fn client(
+        bin: &PathBuf,
+        port: u16,
+        remote: SocketAddr,
+        setup: &Setup,
+        extra: &[&str],
+    ) -> Kcptun {
         let mut args: Vec<String> = vec![
             "-l".into(),
             format!("127.0.0.1:{port}"),
@@ -246,7 +254,13 @@ pub async fn connect_soon(addr: SocketAddr) -> TcpStream {
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..len)
-        .map(|i| if i % 1024 < 512 { (i / 1024) as u8 } else { rng.gen() })
+        .map(|i| {
+            if i % 1024 < 512 {
+                (i / 1024) as u8
+            } else {
+                rng.gen()
+            }
+        })
         .collect()
 }
 
@@ -265,7 +279,9 @@ pub async fn echo_check<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     };
     let reader = async move {
         let mut got = vec![0u8; len];
-        r.read_exact(&mut got).await.unwrap_or_else(|e| panic!("{what}: echo read: {e}"));
+        r.read_exact(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: echo read: {e}"));
         got
     };
     let ((_w, data), got) = tokio::join!(writer, reader);
@@ -368,7 +384,8 @@ pub async fn lossy_relay(server: SocketAddr, loss: f64, seed: u64) -> (SocketAdd
     let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     // client -> server
     {
-        let (front, back, dropped, client) = (front.clone(), back.clone(), dropped.clone(), client.clone());
+        let (front, back, dropped, client) =
+            (front.clone(), back.clone(), dropped.clone(), client.clone());
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut held: Option<Vec<u8>> = None;
@@ -389,7 +406,9 @@ pub async fn lossy_relay(server: SocketAddr, loss: f64, seed: u64) -> (SocketAdd
         let mut held: Option<Vec<u8>> = None;
         let mut buf = vec![0u8; 2048];
         while let Ok(n) = back.recv(&mut buf).await {
-            let Some(to) = *client.lock().unwrap() else { continue };
+            let Some(to) = *client.lock().unwrap() else {
+                continue;
+            };
             relay_one(&buf[..n], &mut rng, loss, &mut held, &dropped, |d| {
                 let _ = front.try_send_to(d, to);
             });
