@@ -4,6 +4,7 @@
 //! config file (`--max-frame-size 16KiB` is `max-frame-size = "16KiB"`); flags override
 //! the file. Relative paths in the file are relative to the file.
 
+use super::kcp::{self, KcpArgs, KcpSettings};
 use super::tls::{self, ClientTls};
 use super::units::{de_duration, de_size, human_bytes, parse_duration, parse_size};
 use super::Error;
@@ -212,6 +213,10 @@ pub struct ServerArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tuning: Tuning,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kcp: KcpArgs,
 }
 
 /// What `braid server` runs with: [`ServerArgs`] resolved and checked.
@@ -231,6 +236,8 @@ pub struct ServerSettings {
     pub stats: Option<Duration>,
     /// How long active streams may go on after a shutdown signal.
     pub grace: Duration,
+    /// KCP carriers instead of TCP (`--transport kcp`).
+    pub kcp: Option<KcpSettings>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -250,7 +257,8 @@ impl ServerArgs {
         let target = a.target.ok_or_else(|| missing("target"))?;
         check_host_port("--target", &target)?;
         let proto = a.proto.unwrap_or(Proto::Auto);
-        let config = a.tuning.config(proto, Side::Server)?;
+        let kcp = a.kcp.resolve(Side::Server)?;
+        let config = kcp_tuning(a.tuning.clone(), &kcp).config(proto, Side::Server)?;
         if proto == Proto::Auto {
             // The tuning applies to whichever protocol a client speaks, except values that
             // protocol does not allow or that equal auto's defaults.
@@ -268,6 +276,7 @@ impl ServerArgs {
             (None, None) => None,
             _ => return Err(Error::Usage("--tls-cert and --tls-key go together".into())),
         };
+        no_tls_over_kcp(tls.is_some(), &kcp)?;
         Ok(ServerSettings {
             listen,
             target,
@@ -276,6 +285,7 @@ impl ServerArgs {
             connect_timeout: positive(a.connect_timeout)?,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
+            kcp,
         })
     }
 
@@ -291,6 +301,7 @@ impl ServerArgs {
             stats: self.stats.or(file.stats),
             grace: self.grace.or(file.grace),
             tuning: self.tuning.or(file.tuning),
+            kcp: self.kcp.or(file.kcp),
         }
     }
 
@@ -310,16 +321,19 @@ pub struct ClientArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to accept local connections on, e.g. 127.0.0.1:8080 (port 0: any free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, visible_alias = "localaddr", value_name = "ADDR")]
+    #[serde(alias = "localaddr")]
     pub listen: Option<String>,
-    /// The `braid server` to connect to.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The `braid server` (or kcptun-server) to connect to.
+    #[arg(long, visible_alias = "remoteaddr", value_name = "HOST:PORT")]
+    #[serde(alias = "remoteaddr")]
     pub server: Option<String>,
     /// Protocol to speak [default: yamux].
     #[arg(long, value_enum)]
     pub proto: Option<Proto>,
     /// Carrier connections to keep; each local connection goes over the least loaded [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, visible_alias = "conn", value_name = "N")]
+    #[serde(alias = "conn")]
     pub conns: Option<usize>,
     /// TLS: trust the server certificates signed by these CAs (PEM); turns TLS on.
     #[arg(long, value_name = "PEM")]
@@ -351,6 +365,10 @@ pub struct ClientArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tuning: Tuning,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kcp: KcpArgs,
 }
 
 /// What `braid client` runs with: [`ClientArgs`] resolved and checked.
@@ -374,6 +392,8 @@ pub struct ClientSettings {
     pub stats: Option<Duration>,
     /// How long active connections may go on after a shutdown signal.
     pub grace: Duration,
+    /// KCP carriers instead of TCP (`--transport kcp`).
+    pub kcp: Option<KcpSettings>,
 }
 
 impl ClientArgs {
@@ -389,13 +409,14 @@ impl ClientArgs {
         let listen = a.listen.ok_or_else(|| missing("listen"))?;
         let server = a.server.ok_or_else(|| missing("server"))?;
         let host = check_host_port("--server", &server)?;
-        let proto = a.proto.unwrap_or(Proto::Yamux);
+        let proto = a.proto.unwrap_or(kcp::default_proto(a.kcp.on()));
         if proto == Proto::Auto {
             return Err(Error::Usage(
                 "--proto auto is for the server: pick smux1, smux2 or yamux".into(),
             ));
         }
-        let config = a.tuning.config(proto, Side::Client)?;
+        let kcp = a.kcp.resolve(Side::Client)?;
+        let config = kcp_tuning(a.tuning.clone(), &kcp).config(proto, Side::Client)?;
         let conns = a.conns.unwrap_or(1);
         if !(1..=64).contains(&conns) {
             return Err(Error::Usage(format!(
@@ -420,6 +441,7 @@ impl ClientArgs {
             }
             _ => None,
         };
+        no_tls_over_kcp(tls.is_some(), &kcp)?;
         Ok(ClientSettings {
             listen,
             server,
@@ -430,6 +452,7 @@ impl ClientArgs {
             wait_for_server: a.wait_for_server,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
+            kcp,
         })
     }
 
@@ -449,6 +472,7 @@ impl ClientArgs {
             stats: self.stats.or(file.stats),
             grace: self.grace.or(file.grace),
             tuning: self.tuning.or(file.tuning),
+            kcp: self.kcp.or(file.kcp),
         }
     }
 
@@ -456,6 +480,23 @@ impl ClientArgs {
         self.tls_ca = self.tls_ca.map(|p| beside(file, p));
         self
     }
+}
+
+/// Under KCP, kcptun's smux2 stream window (`--streambuf` 2 MiB) unless one is given.
+fn kcp_tuning(mut tuning: Tuning, kcp: &Option<KcpSettings>) -> Tuning {
+    if kcp.is_some() {
+        tuning.max_stream_buffer = tuning.max_stream_buffer.or(Some(kcp::STREAM_BUFFER));
+    }
+    tuning
+}
+
+fn no_tls_over_kcp(tls: bool, kcp: &Option<KcpSettings>) -> Result<(), Error> {
+    if tls && kcp.is_some() {
+        return Err(Error::Usage(
+            "TLS is for --transport tcp; KCP encrypts with --crypt and --key".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `--connect-timeout`, which must leave some time to connect.
@@ -496,11 +537,20 @@ fn beside(file: &Path, p: PathBuf) -> PathBuf {
 }
 
 /// The long flag names of `A`: the keys its config file may hold.
-fn keys<A: clap::Args>() -> Vec<String> {
+pub(super) fn keys<A: clap::Args>() -> Vec<String> {
     A::augment_args(clap::Command::new("keys"))
         .get_arguments()
         .filter_map(|a| a.get_long())
         .filter(|l| *l != "config")
+        .map(String::from)
+        .collect()
+}
+
+/// Other names of `A`'s flags (kcptun's: `conn`, `ds`, ...), also accepted as keys.
+fn aliases<A: clap::Args>() -> Vec<String> {
+    A::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .flat_map(|a| a.get_all_aliases().unwrap_or_default())
         .map(String::from)
         .collect()
 }
@@ -522,7 +572,11 @@ fn load_file<A: clap::Args + DeserializeOwned>(path: &Path) -> Result<A, Error> 
     };
     let table: toml::Table = toml::from_str(&text).map_err(one_line)?;
     let known = keys::<A>();
-    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+    let other = aliases::<A>();
+    if let Some(key) = table
+        .keys()
+        .find(|k| !known.contains(k) && !other.contains(k))
+    {
         return Err(Error::Usage(format!(
             "{shown}: unknown key `{key}` (keys are the long flag names: {})",
             known.join(", ")

@@ -30,6 +30,7 @@
 
 mod client;
 mod config;
+mod kcp;
 mod pipe;
 mod server;
 mod stats;
@@ -38,6 +39,7 @@ mod units;
 
 pub use client::Client;
 pub use config::{ClientArgs, ClientSettings, Proto, ServerArgs, ServerSettings, Tuning};
+pub use kcp::{KcpArgs, KcpSettings, Transport};
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use tls::ClientTls;

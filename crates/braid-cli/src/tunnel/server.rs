@@ -14,9 +14,15 @@ use tracing::{debug, info, warn};
 
 /// A bound `braid server`; [`Server::run`] serves until shut down.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     settings: ServerSettings,
     stats: Arc<Stats>,
+}
+
+/// Where carriers arrive.
+enum Listener {
+    Tcp(TcpListener),
+    Kcp(braid_kcp::KcpListener),
 }
 
 /// What every connection and stream task shares.
@@ -36,7 +42,10 @@ struct Ctx {
 impl Server {
     /// Binds the listening socket (`settings.listen`).
     pub async fn bind(settings: ServerSettings) -> Result<Server, Error> {
-        let listener = bind_listener(&settings.listen).await?;
+        let listener = match &settings.kcp {
+            None => Listener::Tcp(bind_listener(&settings.listen).await?),
+            Some(kcp) => Listener::Kcp(super::kcp::bind(&settings.listen, kcp).await?),
+        };
         Ok(Server {
             listener,
             settings,
@@ -46,9 +55,10 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().expect("a bound listener has an address"),
+            Listener::Kcp(l) => l.local_addr(),
+        }
     }
 
     /// The live counters.
@@ -81,10 +91,15 @@ impl Server {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
         }
         let sessions = TaskTracker::new();
-        accept_until(listener, &shutdown, &sessions, |tcp, peer| {
-            serve_connection(tcp, peer, ctx.clone())
-        })
-        .await;
+        match listener {
+            Listener::Tcp(listener) => {
+                accept_until(listener, &shutdown, &sessions, |tcp, peer| {
+                    serve_connection(tcp, peer, ctx.clone())
+                })
+                .await
+            }
+            Listener::Kcp(listener) => accept_kcp(listener, &shutdown, &sessions, &ctx).await,
+        }
         drain(&ctx.pipes, ctx.settings.grace, &ctx.stats).await;
         // Cut streams first (yamux: RST, so that clients see a cut, not an end), then
         // close the sessions, which flushes the resets.
@@ -107,6 +122,41 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
             return;
         }
     };
+    serve_session(session, peer, ctx).await;
+}
+
+/// Accepts KCP sessions until `shutdown`, each served as a carrier.
+async fn accept_kcp(
+    mut listener: braid_kcp::KcpListener,
+    shutdown: &CancellationToken,
+    sessions: &TaskTracker,
+    ctx: &Arc<Ctx>,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            stream = listener.accept() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+        };
+        let peer = stream.peer_addr();
+        let kcp = ctx
+            .settings
+            .kcp
+            .as_ref()
+            .expect("a KCP listener has KCP settings");
+        match super::kcp::session(stream, kcp, ctx.settings.config.clone()) {
+            Ok(session) => {
+                sessions.spawn(serve_session(session, peer, ctx.clone()));
+            }
+            Err(e) => warn!(%peer, "{e}"),
+        }
+    }
+}
+
+/// Serves one carrier session: a forwarding task per stream.
+async fn serve_session(session: Session, peer: SocketAddr, ctx: Arc<Ctx>) {
     let _gauge = ctx.stats.session();
     info!(%peer, "session opened");
     let reason = loop {
@@ -128,7 +178,11 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         ctx.pipes
             .spawn(forward(stream, session.clone(), peer, ctx.clone()));
     };
-    info!(%peer, "session closed: {reason}");
+    let hint = match ctx.settings.kcp {
+        Some(_) => super::kcp::hint(&reason),
+        None => "",
+    };
+    info!(%peer, "session closed: {reason}{hint}");
 }
 
 async fn start_session(tcp: TcpStream, ctx: &Ctx) -> Result<Session, String> {
