@@ -188,6 +188,12 @@ pub fn first_conv(body: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(kcp[..4].try_into().expect("4 bytes")))
 }
 
+/// A listener's check of a datagram from a new address: decrypts it in place and
+/// returns its conversation id if it may open a session.
+pub fn first_conv_of(crypt: &Crypt, datagram: &mut [u8]) -> Option<u32> {
+    open(crypt, datagram).ok().and_then(first_conv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,8 @@
 //! subtraction, which a hostile peer can make overflow. Release builds wrap (C's
 //! behaviour, what the code expects); the workspace builds it with overflow checks off
 //! in debug builds too (`[profile.dev.package.kcp]`), so a peer cannot panic a debug
-//! build either. Its queues are bounded by the windows we set, and writes are held back
+//! build either (a project depending on braid-kcp should add the same two lines to its
+//! own workspace's `Cargo.toml`: profiles apply from the root only). Its queues are bounded by the windows we set, and writes are held back
 //! while `sndwnd` packets wait (kcp-go's rule), so memory per session is bounded.
 //!
 //! # Not done as kcp-go does
@@ -48,7 +49,7 @@ mod fec;
 mod listener;
 mod stream;
 
-pub use codec::{Codec, CodecStats, DecodeError, CRYPT_HEADER, MAX_DATAGRAM};
+pub use codec::{first_conv_of, Codec, CodecStats, DecodeError, CRYPT_HEADER, MAX_DATAGRAM};
 pub use comp::{with_compression, CompStream, Duplex};
 pub use config::{Config, Mode};
 pub use conn::Conn;
