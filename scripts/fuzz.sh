@@ -138,7 +138,7 @@ run() {
         # one crate. braid-kcp's own code gets them in `cargo test` (fuzz_corpus.rs).
         local checks=(--debug-assertions)
         if [ "$t" = kcp_datagram ]; then
-            checks=()
+            checks=(--release)
         fi
         echo "== $t for ${secs}s"
         cargo fuzz run "${checks[@]}" "$t" "fuzz/corpus-work/$t" "fuzz/corpus/$t" -- \
