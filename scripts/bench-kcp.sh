@@ -4,6 +4,8 @@
 # default configuration on both (aes, FEC 10/3, snappy, mode fast, smux v1).
 #
 #   scripts/bench-kcp.sh [ROUNDS] [SECONDS] [LOSS]     (defaults: 3 rounds, 8 s, 0.02)
+#   KCP_FLAGS="--sndwnd 1024 --rcvwnd 1024" scripts/bench-kcp.sh
+#                                  flags given to all four programs (same names on both)
 #
 # Each round runs every pair in fresh processes, interleaved (kcptun, braid, kcptun, ...),
 # and prints one line per run: Mbit/s received by iperf3, and the CPU time (user + system)
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 secs=${2:-8}
 loss=${3:-0.02}
+flags=${KCP_FLAGS:-} # word-split on purpose: several flags
 cargo build --release -q -p braid-cli --bin braid
 cargo build --release -q -p braid-kcp --example lossy_relay
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -53,10 +56,10 @@ run() {
     ipid=$!
     listening "$iperf"
     if [[ $impl == kcptun ]]; then
-        kcptun-server -l "127.0.0.1:$port_srv" -t 127.0.0.1:$iperf --quiet >/dev/null 2>&1 &
+        kcptun-server -l "127.0.0.1:$port_srv" -t 127.0.0.1:$iperf --quiet $flags >/dev/null 2>&1 &
         spid=$!
     else
-        "$braid" server --transport kcp --listen "127.0.0.1:$port_srv" --target 127.0.0.1:$iperf >/dev/null 2>&1 &
+        "$braid" server --transport kcp --listen "127.0.0.1:$port_srv" --target 127.0.0.1:$iperf $flags >/dev/null 2>&1 &
         spid=$!
     fi
     if [[ $loss != 0 ]]; then
@@ -65,10 +68,10 @@ run() {
         to=127.0.0.1:$port_relay
     fi
     if [[ $impl == kcptun ]]; then
-        kcptun-client -l "127.0.0.1:$port_cli" -r "$to" --quiet >/dev/null 2>&1 &
+        kcptun-client -l "127.0.0.1:$port_cli" -r "$to" --quiet $flags >/dev/null 2>&1 &
         cpid=$!
     else
-        "$braid" client --transport kcp --listen "127.0.0.1:$port_cli" --server "$to" >/dev/null 2>&1 &
+        "$braid" client --transport kcp --listen "127.0.0.1:$port_cli" --server "$to" $flags >/dev/null 2>&1 &
         cpid=$!
     fi
     # Wait for the client's TCP port (bounded; not by connecting, which would be

@@ -20,8 +20,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
-/// Datagrams queued for one session.
-const INBOX: usize = 256;
+/// Datagrams queued for one session (a full window's burst at kcptun's largest default).
+const INBOX: usize = 1024;
 /// At most one warning per this long about refused or undecodable datagrams.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
@@ -60,7 +60,7 @@ impl KcpListener {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let socket = Arc::new(crate::stream::udp_socket(addr)?);
         let local = socket.local_addr()?;
         let (accept_tx, accept) = mpsc::channel(config.accept_backlog);
         let sessions: Sessions = Arc::default();

@@ -451,7 +451,7 @@ pub async fn dial(server: SocketAddr, config: &Config) -> io::Result<KcpStream> 
     } else {
         "[::]:0".parse().expect("valid")
     };
-    let socket = UdpSocket::bind(local).await?;
+    let socket = udp_socket(local)?;
     socket.connect(server).await?;
     let conv = rand::random::<u32>();
     Ok(KcpStream::spawn(
@@ -462,4 +462,23 @@ pub async fn dial(server: SocketAddr, config: &Config) -> io::Result<KcpStream> 
         Role::Client,
         || {},
     ))
+}
+
+/// kcptun's `--sockbuf` default: UDP socket buffers of 4 MiB (the kernel may cap them at
+/// net.core.rmem_max / wmem_max), so that a window's burst is not dropped by the kernel.
+const SOCKBUF: usize = 4 << 20;
+
+/// A bound UDP socket with kcptun's buffer sizes.
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort, as kcp-go's SetReadBuffer/SetWriteBuffer.
+    let _ = socket.set_recv_buffer_size(SOCKBUF);
+    let _ = socket.set_send_buffer_size(SOCKBUF);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }

@@ -195,11 +195,14 @@ pub(super) fn hint(reason: &braid::ConnectionError) -> &'static str {
     }
 }
 
+/// Resolves `HOST:PORT`; kcptun's `:PORT` (any address) is accepted too.
 async fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    tokio::net::lookup_host(addr)
-        .await?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))
+    let addr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    let found = tokio::net::lookup_host(&addr).await?.next();
+    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))
 }
 
 #[cfg(test)]
@@ -248,6 +251,18 @@ mod tests {
             Cmd::Server(a) => a.resolve(),
             Cmd::Client(_) => unreachable!(),
         }
+    }
+
+    #[tokio::test]
+    async fn kcptun_style_port_only_address() {
+        assert_eq!(
+            resolve(":29900").await.unwrap(),
+            "0.0.0.0:29900".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("127.0.0.1:5").await.unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
     }
 
     #[test]
