@@ -26,7 +26,9 @@ fn main() {
     std::thread::spawn(move || {
         let mut rng = StdRng::seed_from_u64(seed + 1);
         let mut buf = [0u8; 2048];
-        while let Ok(n) = b.recv(&mut buf) {
+        loop {
+            // Port unreachable (the server not up yet) shows up here: keep relaying.
+            let Ok(n) = b.recv(&mut buf) else { continue };
             let to = *c.lock().unwrap();
             if let Some(to) = to {
                 if !rng.gen_bool(loss) {
@@ -37,7 +39,10 @@ fn main() {
     });
     let mut rng = StdRng::seed_from_u64(seed);
     let mut buf = [0u8; 2048];
-    while let Ok((n, from)) = front.recv_from(&mut buf) {
+    loop {
+        let Ok((n, from)) = front.recv_from(&mut buf) else {
+            continue;
+        };
         *client.lock().unwrap() = Some(from);
         if !rng.gen_bool(loss) {
             let _ = back.send(&buf[..n]);

@@ -390,7 +390,11 @@ pub async fn lossy_relay(server: SocketAddr, loss: f64, seed: u64) -> (SocketAdd
             let mut rng = StdRng::seed_from_u64(seed);
             let mut held: Option<Vec<u8>> = None;
             let mut buf = vec![0u8; 2048];
-            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            loop {
+                // An ICMP error from an earlier send shows up here: keep relaying.
+                let Ok((n, from)) = front.recv_from(&mut buf).await else {
+                    continue;
+                };
                 *client.lock().unwrap() = Some(from);
                 relay_one(&buf[..n], &mut rng, loss, &mut held, &dropped, |d| {
                     let _ = back.try_send(d);
@@ -405,7 +409,11 @@ pub async fn lossy_relay(server: SocketAddr, loss: f64, seed: u64) -> (SocketAdd
         let mut rng = StdRng::seed_from_u64(seed + 1);
         let mut held: Option<Vec<u8>> = None;
         let mut buf = vec![0u8; 2048];
-        while let Ok(n) = back.recv(&mut buf).await {
+        loop {
+            // Port unreachable (the server not up yet) shows up here: keep relaying.
+            let Ok(n) = back.recv(&mut buf).await else {
+                continue;
+            };
             let Some(to) = *client.lock().unwrap() else {
                 continue;
             };
