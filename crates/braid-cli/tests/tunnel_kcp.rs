@@ -63,9 +63,10 @@ async fn echo(addr: SocketAddr, seed: u64, len: usize) {
 }
 
 async fn echo_many(addr: SocketAddr, n: u64, len: usize) {
-    // The first waits for a just-started process to listen.
+    // Waits for a just-started process to listen (not by connecting: a probe
+    // connection would become a stream too).
     let mut tries = 0;
-    while TcpStream::connect(addr).await.is_err() {
+    while std::net::TcpListener::bind(addr).is_ok() {
         tries += 1;
         assert!(tries < 100, "nothing listens on {addr}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -176,13 +177,16 @@ async fn braid_server_replaces_kcptun_server() {
                 ],
             ),
         ] {
-            let server = start_server(target, braid_flags).await;
+            // Often one stream is still open at shutdown (not yet understood; see the
+            // report of the KCP work): a short grace keeps the test fast.
+            let server = start_server(target, &[braid_flags, &["--grace", "1s"]].concat()).await;
             let port = free_port(false);
             let l = format!("127.0.0.1:{port}");
             let r = server.addr.to_string();
-            let _client = spawn(&bin, &[&["-l", &l, "-r", &r][..], kcptun_flags].concat());
+            let client = spawn(&bin, &[&["-l", &l, "-r", &r][..], kcptun_flags].concat());
             echo_many(l.parse().unwrap(), 12, 100_000).await;
             server.shutdown().await;
+            drop(client);
         }
     })
     .await
