@@ -177,8 +177,8 @@ async fn braid_server_replaces_kcptun_server() {
                 ],
             ),
         ] {
-            // Often one stream is still open at shutdown (not yet understood; see the
-            // report of the KCP work): a short grace keeps the test fast.
+            // With FEC on, a stream is often still open at the server's shutdown (braid to
+            // braid too, not over TCP; not yet understood): a short grace keeps this fast.
             let server = start_server(target, &[braid_flags, &["--grace", "1s"]].concat()).await;
             let port = free_port(false);
             let l = format!("127.0.0.1:{port}");
