@@ -177,9 +177,7 @@ async fn braid_server_replaces_kcptun_server() {
                 ],
             ),
         ] {
-            // With FEC on, a stream is often still open at the server's shutdown (braid to
-            // braid too, not over TCP; not yet understood): a short grace keeps this fast.
-            let server = start_server(target, &[braid_flags, &["--grace", "1s"]].concat()).await;
+            let server = start_server(target, braid_flags).await;
             let port = free_port(false);
             let l = format!("127.0.0.1:{port}");
             let r = server.addr.to_string();

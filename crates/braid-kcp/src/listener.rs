@@ -51,7 +51,6 @@ pub struct KcpListener {
     accept: mpsc::Receiver<KcpStream>,
     sessions: Sessions,
     stats: Arc<ListenerStats>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl KcpListener {
@@ -65,7 +64,7 @@ impl KcpListener {
         let (accept_tx, accept) = mpsc::channel(config.accept_backlog);
         let sessions: Sessions = Arc::default();
         let stats = Arc::new(ListenerStats::default());
-        let task = tokio::spawn(receive(
+        tokio::spawn(receive(
             socket,
             config,
             sessions.clone(),
@@ -77,7 +76,6 @@ impl KcpListener {
             accept,
             sessions,
             stats,
-            task,
         })
     }
 
@@ -110,8 +108,9 @@ impl KcpListener {
 
 impl Drop for KcpListener {
     fn drop(&mut self) {
-        // Sessions already accepted go on (they share the socket) until they end.
-        self.task.abort();
+        // Accepted sessions share the socket: the receive task keeps feeding them (and
+        // opens no new ones) until the last has ended, then closes the socket.
+        self.accept.close();
     }
 }
 
@@ -132,7 +131,21 @@ async fn receive(
         }
     };
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
+        let closed = accept.is_closed();
+        if closed
+            && sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            return; // listener dropped and every session over: close the socket
+        }
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            // Once the listener is dropped, look again now and then for the last session's end.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if closed => continue,
+        };
+        let (n, from) = match received {
             Ok(got) => got,
             Err(e) => {
                 // ICMP errors from earlier sends and the like: keep serving.
@@ -149,6 +162,9 @@ async fn receive(
                 }
                 continue;
             }
+        }
+        if closed {
+            continue; // no new sessions once the listener is dropped
         }
         // A new address: it must pass the checksum and carry a KCP segment.
         let mut copy = datagram.to_vec();

@@ -119,3 +119,31 @@ async fn listener_flood_is_bounded_and_idle_sessions_expire() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_outlive_their_dropped_listener() {
+    bounded(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = Setup::minimal(1).kcp(true);
+        let mut listener = KcpListener::bind("127.0.0.1:0".parse().unwrap(), config.clone())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let mut client = braid_kcp::dial(addr, &config).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut server = listener.accept().await.unwrap();
+        // A server shutting down stops accepting but lets open sessions finish.
+        drop(listener);
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        // No new sessions once it is dropped.
+        let mut late = braid_kcp::dial(addr, &config).await.unwrap();
+        late.write_all(b"late").await.unwrap();
+        let e = late.read(&mut buf).await.unwrap_err();
+        assert!(e.to_string().contains("no answer"), "{e}");
+    })
+    .await
+}
