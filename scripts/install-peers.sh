@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Go toolchain and the Go smux/yamux libraries (Debian packages)
-# used by the interop peer in interop/go. Idempotent and quiet: prints
+# used by the interop peer in interop/go, and kcptun (kcptun-client and
+# kcptun-server, for braid-kcp's interop tests). Idempotent and quiet: prints
 # nothing when everything is already present.
 set -euo pipefail
 
-PKGS=(golang-go golang-github-xtaci-smux-dev golang-github-hashicorp-yamux-dev)
+PKGS=(golang-go golang-github-xtaci-smux-dev golang-github-hashicorp-yamux-dev kcptun)
 
 # True if the Debian package named $1 is fully installed.
 pkg_installed() {

@@ -3,10 +3,10 @@
 #
 #   scripts/test.sh
 #
-# The Go peers (Debian's golang-go, smux and yamux packages) are installed with
-# scripts/install-peers.sh when this user can (root or sudo). Without them the Go checks
-# are skipped with a reason, unless BRAID_REQUIRE_INTEROP=1 (as in CI), which makes a
-# missing Go toolchain a failure.
+# The Go peers (Debian's golang-go, smux and yamux packages) and kcptun are installed
+# with scripts/install-peers.sh when this user can (root or sudo). Without them the Go
+# and kcptun checks are skipped with a reason, unless BRAID_REQUIRE_INTEROP=1 (as in
+# CI), which makes a missing peer a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -136,6 +136,9 @@ const TLS_VERDICT_WAIT: Duration = Duration::from_secs(1);
 /// Makes one carrier connection: TCP, TLS or Noise if configured, and the session.
 async fn connect(s: &ClientSettings) -> io::Result<Session> {
     let attempt = async {
+        if let Some(kcp) = &s.kcp {
+            return super::kcp::connect(&s.server, kcp, s.config.clone()).await;
+        }
         let tcp = TcpStream::connect(&s.server).await?;
         s.auth
             .connect(tcp, s.config.clone(), TLS_VERDICT_WAIT)
@@ -171,7 +174,10 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
                 ctx.pool.set(slot, Some(session.clone()));
                 info!(carrier = slot, "connected to {}", s.server);
                 tokio::select! {
-                    reason = session.closed() => warn!(carrier = slot, "connection to {} lost: {reason}", s.server),
+                    reason = session.closed() => {
+                        let hint = if s.kcp.is_some() { super::kcp::hint(&reason) } else { "" };
+                        warn!(carrier = slot, "connection to {} lost: {reason}{hint}", s.server)
+                    }
                     // Stays in the pool for the final close.
                     _ = ctx.stop.cancelled() => return,
                 }

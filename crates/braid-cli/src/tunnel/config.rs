@@ -5,6 +5,7 @@
 //! the file. Relative paths in the file are relative to the file.
 
 use super::auth::{self, ClientAuth, ServerAuth};
+use super::kcp::{self, KcpArgs, KcpSettings};
 use super::limits::{LimitArgs, Limits};
 use super::noise::Psk;
 use super::tls::{self, ClientTls};
@@ -232,6 +233,10 @@ pub struct ServerArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tuning: Tuning,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kcp: KcpArgs,
 }
 
 /// What `braid server` runs with: [`ServerArgs`] resolved and checked.
@@ -255,6 +260,8 @@ pub struct ServerSettings {
     pub stats: Option<Duration>,
     /// How long active streams may go on after a shutdown signal.
     pub grace: Duration,
+    /// KCP carriers instead of TCP (`--transport kcp`).
+    pub kcp: Option<KcpSettings>,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,7 +282,8 @@ impl ServerArgs {
         check_host_port("--target", &target)?;
         let proto = a.proto.unwrap_or(Proto::Auto);
         let limits = a.limits.resolve()?;
-        let mut config = a.tuning.config(proto, Side::Server)?;
+        let kcp = a.kcp.resolve(Side::Server)?;
+        let mut config = kcp_tuning(a.tuning.clone(), &kcp).config(proto, Side::Server)?;
         config.idle_timeout = limits.idle_timeout;
         if proto == Proto::Auto {
             // The tuning applies to whichever protocol a client speaks, except values that
@@ -308,6 +316,7 @@ impl ServerArgs {
                 "--tls-client-ca needs TLS: add --tls-cert and --tls-key".into(),
             ));
         }
+        no_auth_over_kcp(!matches!(auth, ServerAuth::None), &kcp)?;
         if a.no_auth && auth.authenticates_clients() {
             return Err(Error::Usage(format!(
                 "--no-auth contradicts --{}",
@@ -317,7 +326,17 @@ impl ServerArgs {
                 }
             )));
         }
-        if !auth.authenticates_clients() && !a.no_auth && !auth::is_loopback(&listen) {
+        if kcp.is_some() {
+            // KCP's own cipher is all a kcptun peer has: a key of the operator's, not
+            // kcptun's published default, and a real cipher, count as its access control.
+            let keyed = a.kcp.key.is_some()
+                && !matches!(a.kcp.crypt.as_deref(), Some("none") | Some("xor"));
+            if !keyed && !a.no_auth && !auth::is_loopback(&listen) {
+                return Err(Error::Usage(format!(
+                    "refusing to serve {listen} over KCP without a key of your own: anyone                      could use the tunnel; add --key SECRET (with --crypt other than none                      or xor), or --no-auth to serve without one"
+                )));
+            }
+        } else if !auth.authenticates_clients() && !a.no_auth && !auth::is_loopback(&listen) {
             let tls = matches!(auth, ServerAuth::Tls { .. });
             return Err(auth::open_proxy_error(&listen, tls));
         }
@@ -331,6 +350,7 @@ impl ServerArgs {
             connect_timeout: positive(a.connect_timeout)?,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
+            kcp,
         })
     }
 
@@ -351,6 +371,7 @@ impl ServerArgs {
             grace: self.grace.or(file.grace),
             limits: self.limits.or(file.limits),
             tuning: self.tuning.or(file.tuning),
+            kcp: self.kcp.or(file.kcp),
         }
     }
 
@@ -372,16 +393,19 @@ pub struct ClientArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to accept local connections on, e.g. 127.0.0.1:8080 (port 0: any free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, visible_alias = "localaddr", value_name = "ADDR")]
+    #[serde(alias = "localaddr")]
     pub listen: Option<String>,
-    /// The `braid server` to connect to.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The `braid server` (or kcptun-server) to connect to.
+    #[arg(long, visible_alias = "remoteaddr", value_name = "HOST:PORT")]
+    #[serde(alias = "remoteaddr")]
     pub server: Option<String>,
     /// Protocol to speak [default: yamux].
     #[arg(long, value_enum)]
     pub proto: Option<Proto>,
     /// Carrier connections to keep; each local connection goes over the least loaded [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, visible_alias = "conn", value_name = "N")]
+    #[serde(alias = "conn")]
     pub conns: Option<usize>,
     /// TLS: trust the server certificates signed by these CAs (PEM); turns TLS on.
     #[arg(long, value_name = "PEM")]
@@ -422,6 +446,10 @@ pub struct ClientArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tuning: Tuning,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kcp: KcpArgs,
 }
 
 /// What `braid client` runs with: [`ClientArgs`] resolved and checked.
@@ -445,6 +473,8 @@ pub struct ClientSettings {
     pub stats: Option<Duration>,
     /// How long active connections may go on after a shutdown signal.
     pub grace: Duration,
+    /// KCP carriers instead of TCP (`--transport kcp`).
+    pub kcp: Option<KcpSettings>,
 }
 
 impl ClientArgs {
@@ -460,13 +490,14 @@ impl ClientArgs {
         let listen = a.listen.ok_or_else(|| missing("listen"))?;
         let server = a.server.ok_or_else(|| missing("server"))?;
         let host = check_host_port("--server", &server)?;
-        let proto = a.proto.unwrap_or(Proto::Yamux);
+        let proto = a.proto.unwrap_or(kcp::default_proto(a.kcp.on()));
         if proto == Proto::Auto {
             return Err(Error::Usage(
                 "--proto auto is for the server: pick smux1, smux2 or yamux".into(),
             ));
         }
-        let mut config = a.tuning.config(proto, Side::Client)?;
+        let kcp = a.kcp.resolve(Side::Client)?;
+        let mut config = kcp_tuning(a.tuning.clone(), &kcp).config(proto, Side::Client)?;
         // The client only opens streams: any its server opens are refused at once.
         config.accept_streams = false;
         let conns = a.conns.unwrap_or(1);
@@ -501,6 +532,7 @@ impl ClientArgs {
             }
             _ => None,
         };
+        no_auth_over_kcp(tls.is_some() || a.psk_file.is_some(), &kcp)?;
         let auth = match (tls, a.psk_file) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage(
@@ -521,6 +553,7 @@ impl ClientArgs {
             wait_for_server: a.wait_for_server,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
+            kcp,
         })
     }
 
@@ -543,6 +576,7 @@ impl ClientArgs {
             stats: self.stats.or(file.stats),
             grace: self.grace.or(file.grace),
             tuning: self.tuning.or(file.tuning),
+            kcp: self.kcp.or(file.kcp),
         }
     }
 
@@ -553,6 +587,24 @@ impl ClientArgs {
         self.psk_file = self.psk_file.map(|p| beside(file, p));
         self
     }
+}
+
+/// Under KCP, kcptun's smux2 stream window (`--streambuf` 2 MiB) unless one is given.
+fn kcp_tuning(mut tuning: Tuning, kcp: &Option<KcpSettings>) -> Tuning {
+    if kcp.is_some() {
+        tuning.max_stream_buffer = tuning.max_stream_buffer.or(Some(kcp::STREAM_BUFFER));
+    }
+    tuning
+}
+
+fn no_auth_over_kcp(auth: bool, kcp: &Option<KcpSettings>) -> Result<(), Error> {
+    if auth && kcp.is_some() {
+        return Err(Error::Usage(
+            "TLS and --psk-file are for --transport tcp; KCP encrypts with --crypt and --key"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `--connect-timeout`, which must leave some time to connect.
@@ -593,11 +645,20 @@ fn beside(file: &Path, p: PathBuf) -> PathBuf {
 }
 
 /// The long flag names of `A`: the keys its config file may hold.
-fn keys<A: clap::Args>() -> Vec<String> {
+pub(super) fn keys<A: clap::Args>() -> Vec<String> {
     A::augment_args(clap::Command::new("keys"))
         .get_arguments()
         .filter_map(|a| a.get_long())
         .filter(|l| *l != "config")
+        .map(String::from)
+        .collect()
+}
+
+/// Other names of `A`'s flags (kcptun's: `conn`, `ds`, ...), also accepted as keys.
+fn aliases<A: clap::Args>() -> Vec<String> {
+    A::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .flat_map(|a| a.get_all_aliases().unwrap_or_default())
         .map(String::from)
         .collect()
 }
@@ -619,7 +680,11 @@ fn load_file<A: clap::Args + DeserializeOwned>(path: &Path) -> Result<A, Error> 
     };
     let table: toml::Table = toml::from_str(&text).map_err(one_line)?;
     let known = keys::<A>();
-    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+    let other = aliases::<A>();
+    if let Some(key) = table
+        .keys()
+        .find(|k| !known.contains(k) && !other.contains(k))
+    {
         return Err(Error::Usage(format!(
             "{shown}: unknown key `{key}` (keys are the long flag names: {})",
             known.join(", ")

@@ -31,6 +31,7 @@
 mod auth;
 mod client;
 mod config;
+mod kcp;
 mod limits;
 mod metrics;
 mod noise;
@@ -43,6 +44,7 @@ mod units;
 pub use auth::{ClientAuth, ServerAuth};
 pub use client::Client;
 pub use config::{ClientArgs, ClientSettings, Proto, ServerArgs, ServerSettings, Tuning};
+pub use kcp::{KcpArgs, KcpSettings, Transport};
 pub use limits::{LimitArgs, Limits};
 pub use metrics::Metrics;
 pub use noise::{NoiseStream, Psk};

@@ -20,11 +20,17 @@ use tracing::{debug, info, warn};
 
 /// A bound `braid server`; [`Server::run`] serves until shut down.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     metrics_listener: Option<TcpListener>,
     settings: ServerSettings,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+}
+
+/// Where carriers arrive.
+enum Listener {
+    Tcp(TcpListener),
+    Kcp(braid_kcp::KcpListener),
 }
 
 /// Refusals (over a limit) are logged at most this often.
@@ -50,7 +56,10 @@ struct Ctx {
 impl Server {
     /// Binds the listening socket (`settings.listen`), and the metrics one if asked.
     pub async fn bind(settings: ServerSettings) -> Result<Server, Error> {
-        let listener = bind_listener(&settings.listen).await?;
+        let listener = match &settings.kcp {
+            None => Listener::Tcp(bind_listener(&settings.listen).await?),
+            Some(kcp) => Listener::Kcp(super::kcp::bind(&settings.listen, kcp).await?),
+        };
         let metrics_listener = match &settings.metrics {
             Some(addr) => Some(
                 bind_listener(addr)
@@ -82,9 +91,10 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().expect("a bound listener has an address"),
+            Listener::Kcp(l) => l.local_addr(),
+        }
     }
 
     /// The live counters.
@@ -124,25 +134,30 @@ impl Server {
             tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
         }
         let sessions = TaskTracker::new();
-        let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
-        accept_until(listener, &shutdown, &sessions, |tcp, peer| {
-            let permit = ctx.sessions.clone().try_acquire_owned().ok();
-            if permit.is_none() {
-                ctx.metrics.refused_session();
-                let _ = tcp.set_zero_linger();
-                if let Some(more) = refusals.event() {
-                    warn!(%peer, "connection refused: already serving --max-sessions {} connections{}",
-                          ctx.settings.limits.max_sessions, also(more));
-                }
+        match listener {
+            Listener::Tcp(listener) => {
+                let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
+                accept_until(listener, &shutdown, &sessions, |tcp, peer| {
+                    let permit = ctx.sessions.clone().try_acquire_owned().ok();
+                    if permit.is_none() {
+                        ctx.metrics.refused_session();
+                        let _ = tcp.set_zero_linger();
+                        if let Some(more) = refusals.event() {
+                            warn!(%peer, "connection refused: already serving --max-sessions {} connections{}",
+                                  ctx.settings.limits.max_sessions, also(more));
+                        }
+                    }
+                    let ctx = ctx.clone();
+                    async move {
+                        if let Some(permit) = permit {
+                            serve_connection(tcp, peer, ctx, permit).await;
+                        }
+                    }
+                })
+                .await;
             }
-            let ctx = ctx.clone();
-            async move {
-                if let Some(permit) = permit {
-                    serve_connection(tcp, peer, ctx, permit).await;
-                }
-            }
-        })
-        .await;
+            Listener::Kcp(listener) => accept_kcp(listener, &shutdown, &sessions, &ctx).await,
+        }
         drain(&ctx.pipes, ctx.settings.grace, &ctx.stats).await;
         // Cut streams first (yamux: RST, so that clients see a cut, not an end), then
         // close the sessions, which flushes the resets.
@@ -185,6 +200,58 @@ async fn serve_connection(
         }
     };
     drop(hold);
+    serve_session(session, proto, peer, ctx).await;
+}
+
+/// Accepts KCP sessions until `shutdown` (up to `--max-sessions` at once), each served
+/// as a carrier.
+async fn accept_kcp(
+    mut listener: braid_kcp::KcpListener,
+    shutdown: &CancellationToken,
+    sessions: &TaskTracker,
+    ctx: &Arc<Ctx>,
+) {
+    let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            stream = listener.accept() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+        };
+        let peer = stream.peer_addr();
+        let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
+            ctx.metrics.refused_session();
+            if let Some(more) = refusals.event() {
+                warn!(%peer, "session refused: already serving --max-sessions {} sessions{}",
+                      ctx.settings.limits.max_sessions, also(more));
+            }
+            continue;
+        };
+        let kcp = ctx
+            .settings
+            .kcp
+            .as_ref()
+            .expect("a KCP listener has KCP settings");
+        let config = ctx.settings.config.clone();
+        let proto = protocol_name(config.protocol);
+        match super::kcp::session(stream, kcp, config) {
+            Ok(session) => {
+                let ctx = ctx.clone();
+                sessions.spawn(async move {
+                    serve_session(session, proto, peer, ctx).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => warn!(%peer, "{e}"),
+        }
+    }
+}
+
+/// Serves one carrier session: a forwarding task per stream (up to `--max-streams` at
+/// once).
+async fn serve_session(session: Session, proto: &'static str, peer: SocketAddr, ctx: Arc<Ctx>) {
     let _gauge = ctx.stats.session();
     let _counted = ctx.metrics.session(proto, &session);
     if ctx.settings.config.protocol == Protocol::Auto {
@@ -226,7 +293,11 @@ async fn serve_connection(
             drop(permit);
         });
     };
-    info!(%peer, "session closed: {reason}");
+    let hint = match ctx.settings.kcp {
+        Some(_) => super::kcp::hint(&reason),
+        None => "",
+    };
+    info!(%peer, "session closed: {reason}{hint}");
 }
 
 /// The handshake (`--handshake-timeout`), protocol detection under `--proto auto`

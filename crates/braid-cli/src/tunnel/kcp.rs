@@ -1,0 +1,379 @@
+//! `--transport kcp`: carriers over KCP/UDP as kcptun's, with kcptun's flag names and
+//! defaults, so either side of a kcptun deployment can be swapped for braid.
+//!
+//! kcptun-client's `--conn N` is braid's `--conns N` (also accepted as `--conn`), and
+//! kcptun's `--smuxver 1|2` is `--proto smux1|smux2` (the client's default under KCP is
+//! smux1, as kcptun's; the server's `auto` detects either).
+
+use super::{Error, Proto};
+use braid::{Session, Side};
+use braid_kcp::{Config, Crypt, KcpListener, Mode};
+use serde::Deserialize;
+use std::io;
+use std::net::SocketAddr;
+
+/// How carrier connections travel (`--transport`).
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP (optionally TLS).
+    #[default]
+    Tcp,
+    /// KCP over UDP with kcp-go's framing: talks to kcptun-client and kcptun-server.
+    Kcp,
+}
+
+/// The KCP flags, named as kcptun's (each also a key of `--config`).
+#[derive(clap::Args, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+#[command(next_help_heading = "KCP transport (as kcptun's flags; with --transport kcp)")]
+pub struct KcpArgs {
+    /// Carrier transport [default: tcp].
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Pre-shared secret of the datagram cipher [default: kcptun's, "it's a secrect"].
+    #[arg(long, value_name = "SECRET")]
+    pub key: Option<String>,
+    /// Datagram cipher: aes, aes-128, aes-192, salsa20, sm4, twofish, blowfish, cast5, 3des, xor, none [default: aes].
+    #[arg(long, value_name = "NAME")]
+    pub crypt: Option<String>,
+    /// KCP timing: fast3, fast2, fast, normal, manual [default: fast].
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// FEC data shards (FEC is off unless both shard counts are > 0) [default: 10].
+    #[arg(long, alias = "ds", value_name = "N")]
+    #[serde(alias = "ds")]
+    pub datashard: Option<usize>,
+    /// FEC parity shards [default: 3].
+    #[arg(long, alias = "ps", value_name = "N")]
+    #[serde(alias = "ps")]
+    pub parityshard: Option<usize>,
+    /// Turn snappy compression off (must match the peer).
+    #[arg(long)]
+    #[serde(default)]
+    pub nocomp: bool,
+    /// Largest UDP datagram [default: 1350].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<usize>,
+    /// Send window in packets [default: client 128, server 1024].
+    #[arg(long, value_name = "N")]
+    pub sndwnd: Option<u16>,
+    /// Receive window in packets [default: client 512, server 1024].
+    #[arg(long, value_name = "N")]
+    pub rcvwnd: Option<u16>,
+}
+
+/// What `--transport kcp` runs with.
+#[derive(Clone, Debug)]
+pub struct KcpSettings {
+    /// The KCP and datagram settings.
+    pub config: Config,
+    /// Snappy compression on (kcptun's default).
+    pub compress: bool,
+}
+
+impl KcpArgs {
+    /// Flags win over the file.
+    pub(super) fn or(self, file: KcpArgs) -> KcpArgs {
+        KcpArgs {
+            transport: self.transport.or(file.transport),
+            key: self.key.or(file.key),
+            crypt: self.crypt.or(file.crypt),
+            mode: self.mode.or(file.mode),
+            datashard: self.datashard.or(file.datashard),
+            parityshard: self.parityshard.or(file.parityshard),
+            nocomp: self.nocomp || file.nocomp,
+            mtu: self.mtu.or(file.mtu),
+            sndwnd: self.sndwnd.or(file.sndwnd),
+            rcvwnd: self.rcvwnd.or(file.rcvwnd),
+        }
+    }
+
+    /// Whether KCP was asked for.
+    pub(super) fn on(&self) -> bool {
+        self.transport == Some(Transport::Kcp)
+    }
+
+    /// The KCP settings if `--transport kcp`; KCP flags without it are an error.
+    pub(super) fn resolve(&self, side: Side) -> Result<Option<KcpSettings>, Error> {
+        if !self.on() {
+            let given = KcpArgs {
+                transport: self.transport,
+                ..KcpArgs::default()
+            };
+            if *self != given {
+                return Err(Error::Usage(
+                    "KCP flags (--key, --crypt, --mode, ...) need --transport kcp".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let mut c = match side {
+            Side::Client => Config::client(),
+            Side::Server => Config::server(),
+        };
+        let key = self.key.as_deref().unwrap_or(braid_kcp::DEFAULT_KEY);
+        let crypt = self.crypt.as_deref().unwrap_or("aes");
+        c.crypt = Crypt::new(crypt, key).map_err(|e| Error::Usage(e.to_string()))?;
+        if let Some(m) = &self.mode {
+            c.mode = Mode::parse(m).ok_or_else(|| {
+                Error::Usage(format!(
+                    "invalid --mode {m}: allowed fast3, fast2, fast, normal, manual"
+                ))
+            })?;
+        }
+        c.data_shards = self.datashard.unwrap_or(c.data_shards);
+        c.parity_shards = self.parityshard.unwrap_or(c.parity_shards);
+        c.mtu = self.mtu.unwrap_or(c.mtu);
+        c.sndwnd = self.sndwnd.unwrap_or(c.sndwnd);
+        c.rcvwnd = self.rcvwnd.unwrap_or(c.rcvwnd);
+        c.validate().map_err(Error::Usage)?;
+        Ok(Some(KcpSettings {
+            config: c,
+            compress: !self.nocomp,
+        }))
+    }
+}
+
+/// kcptun's smux defaults where braid's differ: its client speaks smux1, and its
+/// `--streambuf` (smux2 per-stream window) is 2 MiB.
+pub(super) fn default_proto(kcp: bool) -> Proto {
+    if kcp {
+        Proto::Smux1
+    } else {
+        Proto::Yamux
+    }
+}
+
+/// kcptun's `--streambuf` default.
+pub(super) const STREAM_BUFFER: u64 = 2 << 20;
+
+/// Opens one carrier to `server` over KCP.
+pub(super) async fn connect(
+    server: &str,
+    kcp: &KcpSettings,
+    config: braid::Config,
+) -> io::Result<Session> {
+    let addr = resolve(server).await?;
+    let stream = braid_kcp::dial(addr, &kcp.config).await?;
+    let io = braid_kcp::with_compression(stream, kcp.compress);
+    Ok(Session::client(io, config)?)
+}
+
+/// Binds the KCP listener of `braid server --transport kcp`.
+pub(super) async fn bind(listen: &str, kcp: &KcpSettings) -> Result<KcpListener, Error> {
+    let addr = resolve(listen)
+        .await
+        .map_err(|e| Error::Runtime(format!("cannot listen on {listen}: {e}")))?;
+    KcpListener::bind(addr, kcp.config.clone())
+        .await
+        .map_err(|e| {
+            Error::Runtime(format!(
+                "cannot listen on {listen} (udp): {}",
+                super::io_reason(&e)
+            ))
+        })
+}
+
+/// A session over an accepted KCP stream.
+pub(super) fn session(
+    stream: braid_kcp::KcpStream,
+    kcp: &KcpSettings,
+    config: braid::Config,
+) -> Result<Session, String> {
+    let io = braid_kcp::with_compression(stream, kcp.compress);
+    Session::server(io, config).map_err(|e| e.to_string())
+}
+
+/// What a kcptun user should check when a KCP carrier ends with `reason`.
+pub(super) fn hint(reason: &braid::ConnectionError) -> &'static str {
+    match reason {
+        braid::ConnectionError::Protocol(_) => {
+            " (with kcptun: --proto smux1|smux2 must match its --smuxver)"
+        }
+        _ => "",
+    }
+}
+
+/// Resolves `HOST:PORT`; kcptun's `:PORT` (any address) is accepted too.
+async fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    let addr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    let found = tokio::net::lookup_host(&addr).await?.next();
+    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClientArgs, ServerArgs};
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Server(ServerArgs),
+        Client(ClientArgs),
+    }
+
+    fn client(args: &[&str]) -> Result<super::super::ClientSettings, Error> {
+        let argv = [
+            "braid",
+            "client",
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            "h:1",
+        ];
+        match Cli::try_parse_from(argv.iter().chain(args)).unwrap().cmd {
+            Cmd::Client(a) => a.resolve(),
+            Cmd::Server(_) => unreachable!(),
+        }
+    }
+
+    fn server(args: &[&str]) -> Result<super::super::ServerSettings, Error> {
+        let argv = [
+            "braid",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "h:1",
+        ];
+        match Cli::try_parse_from(argv.iter().chain(args)).unwrap().cmd {
+            Cmd::Server(a) => a.resolve(),
+            Cmd::Client(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn kcptun_style_port_only_address() {
+        assert_eq!(
+            resolve(":29900").await.unwrap(),
+            "0.0.0.0:29900".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("127.0.0.1:5").await.unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn kcptun_defaults() {
+        let c = client(&["--transport", "kcp"]).unwrap();
+        let k = c.kcp.unwrap();
+        assert_eq!(c.config.protocol, braid::Protocol::SmuxV1);
+        assert_eq!(c.config.max_stream_buffer, 2 << 20);
+        assert_eq!((k.config.sndwnd, k.config.rcvwnd), (128, 512));
+        assert_eq!((k.config.data_shards, k.config.parity_shards), (10, 3));
+        assert_eq!((k.config.mtu, k.config.mode), (1350, Mode::Fast));
+        assert_eq!(k.config.crypt.name(), "aes");
+        assert!(k.compress);
+        let s = server(&["--transport", "kcp"]).unwrap();
+        let k = s.kcp.unwrap();
+        assert_eq!(s.config.protocol, braid::Protocol::Auto);
+        assert_eq!((k.config.sndwnd, k.config.rcvwnd), (1024, 1024));
+        assert!(client(&[]).unwrap().kcp.is_none());
+    }
+
+    #[test]
+    fn kcptun_flag_names() {
+        let c = client(&[
+            "--transport=kcp",
+            "--key=s",
+            "--crypt=none",
+            "--mode=fast3",
+            "--ds=0",
+            "--ps=0",
+            "--nocomp",
+            "--mtu=1200",
+            "--sndwnd=64",
+            "--rcvwnd=256",
+            "--conn=3",
+            "--proto=smux2",
+        ])
+        .unwrap();
+        let k = c.kcp.unwrap();
+        assert_eq!(c.conns, 3);
+        assert_eq!(c.config.protocol, braid::Protocol::SmuxV2);
+        assert_eq!(k.config.crypt.name(), "none");
+        assert_eq!(k.config.mode, Mode::Fast3);
+        assert_eq!((k.config.data_shards, k.config.parity_shards), (0, 0));
+        assert_eq!(
+            (k.config.mtu, k.config.sndwnd, k.config.rcvwnd),
+            (1200, 64, 256)
+        );
+        assert!(!k.compress);
+        let c = client(&["--transport=kcp", "--datashard=4", "--parityshard=2"]).unwrap();
+        let k = c.kcp.unwrap();
+        assert_eq!((k.config.data_shards, k.config.parity_shards), (4, 2));
+    }
+
+    #[test]
+    fn bad_values_are_one_line_usage_errors() {
+        let err = |r: Result<super::super::ClientSettings, Error>| match r {
+            Err(Error::Usage(m)) => m,
+            Err(e) => panic!("not a usage error: {e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        let m = err(client(&["--transport=kcp", "--crypt=tea"]));
+        assert!(m.contains("--crypt tea is not supported"), "{m}");
+        let m = err(client(&["--transport=kcp", "--crypt=aes512"]));
+        assert!(m.contains("unknown --crypt aes512"), "{m}");
+        let m = err(client(&["--transport=kcp", "--mode=turbo"]));
+        assert!(m.contains("invalid --mode turbo"), "{m}");
+        let m = err(client(&["--transport=kcp", "--mtu=9000"]));
+        assert!(m.contains("invalid --mtu 9000"), "{m}");
+        let m = err(client(&["--crypt=none"]));
+        assert!(m.contains("need --transport kcp"), "{m}");
+        let m = err(client(&["--transport=kcp", "--tls-insecure-skip-verify"]));
+        assert!(m.contains("TLS is for --transport tcp"), "{m}");
+    }
+
+    fn from_file(name: &str, text: &str, flags: &[&str]) -> super::super::ClientSettings {
+        let dir = std::env::temp_dir().join(format!("braid-kcp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let argv = ["braid", "client", "--config", path.to_str().unwrap()];
+        match Cli::try_parse_from(argv.iter().chain(flags)).unwrap().cmd {
+            Cmd::Client(a) => a.resolve().unwrap(),
+            Cmd::Server(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn config_file_takes_every_kcp_key_and_kcptun_aliases() {
+        let text = "listen = \"127.0.0.1:0\"\nserver = \"h:1\"\ntransport = \"kcp\"\n\
+                    crypt = \"salsa20\"\nkey = \"k\"\ndatashard = 5\nparityshard = 2\n\
+                    nocomp = true\nmode = \"normal\"\nmtu = 1400\nsndwnd = 32\nrcvwnd = 64\n";
+        for key in super::super::config::keys::<KcpArgs>() {
+            assert!(text.contains(&format!("{key} =")), "key {key} untested");
+        }
+        let c = from_file("long.toml", text, &["--ps", "1"]);
+        let k = c.kcp.unwrap();
+        assert_eq!(k.config.crypt.name(), "salsa20");
+        assert_eq!((k.config.data_shards, k.config.parity_shards), (5, 1));
+        assert_eq!(k.config.mode, Mode::Normal);
+        assert_eq!(
+            (k.config.mtu, k.config.sndwnd, k.config.rcvwnd),
+            (1400, 32, 64)
+        );
+        assert!(!k.compress);
+        let c = from_file(
+            "aliases.toml",
+            "localaddr = \"127.0.0.1:0\"\nremoteaddr = \"h:2\"\ntransport = \"kcp\"\n\
+             ds = 7\nps = 3\nconn = 2\n",
+            &[],
+        );
+        assert_eq!((c.server.as_str(), c.conns), ("h:2", 2));
+        assert_eq!(c.kcp.unwrap().config.data_shards, 7);
+    }
+}
