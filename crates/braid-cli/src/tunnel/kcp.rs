@@ -334,7 +334,10 @@ mod tests {
         let m = err(client(&["--crypt=none"]));
         assert!(m.contains("need --transport kcp"), "{m}");
         let m = err(client(&["--transport=kcp", "--tls-insecure-skip-verify"]));
-        assert!(m.contains("TLS and --psk-file are for --transport tcp"), "{m}");
+        assert!(
+            m.contains("TLS and --psk-file are for --transport tcp"),
+            "{m}"
+        );
     }
 
     fn from_file(name: &str, text: &str, flags: &[&str]) -> super::super::ClientSettings {
