@@ -16,10 +16,13 @@ go_peer=target/go/braid-peer
 command -v iperf3 >/dev/null || { echo "bench-tunnel.sh: iperf3 missing (apt-get install iperf3)" >&2; exit 1; }
 [[ -x $braid ]] || { echo "bench-tunnel.sh: build $braid first" >&2; exit 1; }
 
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# Waits until something listens on the port. Looks with ss instead of connecting: a test
+# connection through a tunnel becomes a connection to iperf3's server, which then fails
+# the next test ("control socket has closed unexpectedly").
+wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 mbps() {
     iperf3 -c 127.0.0.1 -p "$1" -t "$secs" -P "$parallel" -J |
-        python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))'
+        python3 -c 'import json,sys; d=json.load(sys.stdin); e=d["end"]; print(round(e["sum_received"]["bits_per_second"]/8e6) if "sum_received" in e else "", d.get("error", ""))'
 }
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
