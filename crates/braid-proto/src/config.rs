@@ -41,6 +41,24 @@ impl Protocol {
             Protocol::Yamux | Protocol::Auto => None,
         }
     }
+
+    /// The protocol a client's first byte announces, as [`Protocol::Auto`] tells them
+    /// apart: smux's version byte is 1 or 2, yamux's is 0.
+    ///
+    /// ```
+    /// use braid_proto::Protocol;
+    /// assert_eq!(Protocol::from_first_byte(0), Some(Protocol::Yamux));
+    /// assert_eq!(Protocol::from_first_byte(2), Some(Protocol::SmuxV2));
+    /// assert_eq!(Protocol::from_first_byte(b'G'), None);
+    /// ```
+    pub fn from_first_byte(first: u8) -> Option<Protocol> {
+        match first {
+            0 => Some(Protocol::Yamux),
+            1 => Some(Protocol::SmuxV1),
+            2 => Some(Protocol::SmuxV2),
+            _ => None,
+        }
+    }
 }
 
 /// Session settings. `Config::new(protocol)` starts from the Go library's own defaults for

@@ -1029,13 +1029,8 @@ impl Session {
     /// [`Protocol::Auto`](crate::Protocol::Auto): settles on the protocol the client's
     /// first byte names.
     fn detect(&mut self, first: u8, now: Instant) -> Result<(), ConnectionError> {
-        use crate::Protocol;
-        let protocol = match first {
-            yamux::VERSION => Protocol::Yamux,
-            1 => Protocol::SmuxV1,
-            2 => Protocol::SmuxV2,
-            other => return Err(ProtocolViolation::UnknownProtocol(other).into()),
-        };
+        let protocol = crate::Protocol::from_first_byte(first)
+            .ok_or(ProtocolViolation::UnknownProtocol(first))?;
         self.config = self.config.detected(protocol);
         self.wire = Wire::for_config(&self.config);
         self.budget = ReceiveBudget::new(self.config.max_receive_buffer);

@@ -28,8 +28,10 @@ impl ReadBuffers {
     /// place if its payloads have all been read, else in the oldest retired buffer that
     /// is free again, else in a new one; the buffer it leaves is retired.
     pub(crate) fn renew(&mut self, current: &mut BytesMut, need: usize) {
+        // `try_reclaim` counts room past the bytes held; a retired buffer holds none, and
+        // the partial frame is copied into it.
         let held = current.len();
-        if current.try_reclaim(held + need) {
+        if current.try_reclaim(need) {
             return;
         }
         let mut spare = 0;

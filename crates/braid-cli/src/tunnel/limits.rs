@@ -107,17 +107,6 @@ impl LimitArgs {
     }
 }
 
-/// The protocol a client's first byte announces: smux's version byte is 1 or 2,
-/// yamux's is 0 (as braid's `Protocol::Auto` tells them apart).
-pub fn protocol_of(first: u8) -> Option<Protocol> {
-    match first {
-        0 => Some(Protocol::Yamux),
-        1 => Some(Protocol::SmuxV1),
-        2 => Some(Protocol::SmuxV2),
-        _ => None,
-    }
-}
-
 /// The name of a protocol in flags, logs and metrics.
 pub fn protocol_name(p: Protocol) -> &'static str {
     match p {
@@ -139,7 +128,7 @@ pub async fn detect<T: AsyncRead + Unpin>(
         Err(_) => Err(format!("no frame within {within:?} (--detect-timeout)")),
         Ok(Err(e)) => Err(format!("closed before its first frame: {e}")),
         Ok(Ok(0)) => Err("closed before its first frame".into()),
-        Ok(Ok(_)) => match protocol_of(first[0]) {
+        Ok(Ok(_)) => match Protocol::from_first_byte(first[0]) {
             Some(p) => Ok((
                 p,
                 Prefixed {
