@@ -4,6 +4,8 @@
 //! that the engine works.)
 
 mod common;
+#[path = "../../braid/tests/interop/mod.rs"]
+mod interop;
 
 use common::*;
 use std::process::Stdio;
@@ -13,8 +15,14 @@ const BRAID: &str = env!("CARGO_BIN_EXE_braid");
 
 /// Runs `braid ARGS...`; returns the exit code, stdout and stderr.
 async fn braid(args: &[&str]) -> (i32, String, String) {
+    braid_with(args, &[]).await
+}
+
+/// Runs `braid ARGS...` with environment variables `env`.
+async fn braid_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BRAID)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -227,6 +235,148 @@ async fn tables_a_summary_and_one_line_errors() {
         assert!(err.contains("'16' is not STREAMSxBYTES"), "{err}");
         let (code, _, _) = braid(&["bench", "--workload", "bogus"]).await;
         assert_eq!(code, 2);
+    })
+    .await;
+}
+
+/// The tunnel workload, tiny: every carrier (direct, braid per protocol, braid with a
+/// pre-shared key and with mutual TLS, and the Go tunnel when Go is installed) moves its
+/// bytes through real `braid server`/`braid client` (or Go) processes, whose CPU and
+/// memory are measured, at 1 and 3 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_workload_runs_every_carrier_in_its_own_processes() {
+    bounded(async {
+        let go = interop::go_peer();
+        let go_path = go.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--repeat",
+            "1",
+            "--workload",
+            "tunnel",
+            "--tunnel-conns",
+            "1,3",
+            "--tunnel-bytes",
+            "6MiB",
+            "--chunk",
+            "32KiB",
+        ];
+        let mut env = Vec::new();
+        if let Some(path) = &go_path {
+            args.push("--peers");
+            env.push(("BRAID_GO_PEER", path.as_str()));
+        }
+        let (code, out, err) = braid_with(&args, &env).await;
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        let mut libs = vec![
+            "tcp",
+            "braid-smux1",
+            "braid-smux2",
+            "braid-yamux",
+            "braid-yamux+psk",
+            "braid-yamux+mtls",
+        ];
+        if go.is_some() {
+            libs.extend(["go-smux1", "go-smux2", "go-yamux"]);
+        }
+        let mut expected = Vec::new();
+        for conns in [1, 3] {
+            for lib in &libs {
+                expected.push(format!("tunnel {conns} {lib}"));
+            }
+        }
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["workload"].as_str().unwrap(),
+                    r["conns"],
+                    r["lib"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(keys, expected);
+        for r in rows {
+            assert_eq!(
+                (r["runs"].as_u64(), r["ok_runs"].as_u64()),
+                (Some(1), Some(1)),
+                "{r}"
+            );
+            assert_eq!(
+                r["per_conn"].as_u64(),
+                Some(6 * 1024 * 1024 / r["conns"].as_u64().unwrap()),
+                "{r}"
+            );
+            assert!(num(r, "value") > 0.0 && num(r, "vs_tcp") > 0.0, "{r}");
+            let lib = r["lib"].as_str().unwrap();
+            if lib == "tcp" {
+                // No tunnel processes.
+                assert_eq!(num(r, "peak_rss_mib"), 0.0, "{r}");
+            } else {
+                // Two live processes were measured: each has some MiB resident.
+                assert!(num(r, "peak_rss_mib") > 1.0, "{r}");
+            }
+            if lib.contains('+') {
+                assert!(num(r, "vs_plain") > 0.0, "{r}");
+            } else {
+                assert!(r.get("vs_plain").is_none(), "{r}");
+            }
+            if go.is_some() && lib.starts_with("braid-") {
+                assert_eq!(
+                    r["best_peer"],
+                    "go-yamux".replace("yamux", r["protocol"].as_str().unwrap()),
+                    "{r}"
+                );
+                assert!(num(r, "vs_best_peer") > 0.0, "{r}");
+            }
+        }
+
+        // The table and its summary.
+        let (code, out, err) = braid(&[
+            "bench",
+            "--repeat",
+            "1",
+            "--workload",
+            "tunnel",
+            "--proto",
+            "yamux",
+            "--tunnel-conns",
+            "2",
+            "--tunnel-bytes",
+            "2MiB",
+        ])
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("tunnel: 2 parallel TCP connection(s) x 1 MiB")),
+            "{out}"
+        );
+        for lib in [
+            "tcp ",
+            "braid-yamux ",
+            "braid-yamux+psk ",
+            "braid-yamux+mtls ",
+        ] {
+            assert!(
+                out.lines().any(|l| l.starts_with(lib)),
+                "no row {lib}: {out}"
+            );
+        }
+        let summary = out.lines().find(|l| l.starts_with("summary: ")).unwrap();
+        assert!(
+            summary.contains("tunnel >= ") && summary.contains("authentication costs <= "),
+            "{out}"
+        );
+        let (code, _, err) = braid(&["bench", "--workload", "tunnel", "--tunnel-conns", "0"]).await;
+        assert_eq!(
+            (code, err.as_str()),
+            (1, "braid: --tunnel-conns: each count must be >= 1\n")
+        );
     })
     .await;
 }

@@ -22,6 +22,9 @@ pub enum ChildWorkload {
     Churn,
     /// Open many streams and hold them idle.
     Idle,
+    /// Connections through a tunnel (separate processes) to a sink (see
+    /// [`super::tunnel`]); `--lib` names the carrier.
+    Tunnel,
 }
 
 /// Flags of a child run (the Go peer takes the same ones).
@@ -60,6 +63,9 @@ pub struct ChildArgs {
     /// Run on tokio's current-thread runtime instead of two worker threads.
     #[arg(long)]
     pub current_thread: bool,
+    /// tunnel: the Go interop peer, whose tunnel modes the `go-*` carriers run.
+    #[arg(long, value_name = "PATH")]
+    pub go_peer: Option<std::path::PathBuf>,
 }
 
 /// A library's run of the workload in `args`, or `None` when this binary does not know
@@ -108,6 +114,9 @@ fn check(args: &ChildArgs) -> Result<(), String> {
             Err("--size and --round-trips must be at least 1".into())
         }
         ChildWorkload::Idle if args.streams == 0 => Err("--streams must be at least 1".into()),
+        ChildWorkload::Tunnel if args.streams == 0 || args.chunk == 0 => {
+            Err("--streams and --chunk must be at least 1".into())
+        }
         _ => Ok(()),
     }
 }
@@ -138,13 +147,28 @@ pub async fn with<O: Opener, A: Acceptor>(
             workload::churn(opener, acceptor, duration, args.workers).await
         }
         ChildWorkload::Idle => workload::idle(opener, acceptor, args.streams).await,
+        ChildWorkload::Tunnel => Err(io::Error::other(
+            "the tunnel workload runs its own processes, not a library pair",
+        )),
     }
 }
 
 /// The libraries of the `braid` binary: `tcp`, `braid-smux1`, `braid-smux2`,
-/// `braid-yamux`.
+/// `braid-yamux`; and for the tunnel workload the carriers of [`Carrier::from_lib`].
+///
+/// [`Carrier::from_lib`]: super::tunnel::Carrier::from_lib
 pub fn builtin(args: &ChildArgs) -> Option<Pin<Box<dyn Future<Output = io::Result<Sample>> + '_>>> {
     use braid::Protocol;
+    if args.workload == ChildWorkload::Tunnel {
+        let carrier = super::tunnel::Carrier::from_lib(&args.lib)?;
+        return Some(Box::pin(super::tunnel::run(
+            carrier,
+            args.streams,
+            args.bytes,
+            args.chunk,
+            args.go_peer.clone(),
+        )));
+    }
     let protocol = match args.lib.as_str() {
         "tcp" => {
             return Some(Box::pin(

@@ -8,6 +8,11 @@
 //! - latency: 64-byte ping-pong on one stream; p50 and p99 round trip.
 //! - churn: open a stream, echo one byte, close, for a fixed time; streams per second.
 //! - idle: many idle streams in one session; RSS per stream.
+//! - tunnel (not in the default list): port forwarding in separate processes, `braid
+//!   server` + `braid client` per protocol (and with a pre-shared key and with mutual
+//!   TLS), against direct TCP and, with `--peers`, the Go tunnel of interop/go; N
+//!   parallel TCP connections push bytes through to a sink; MB/s, and CPU seconds and
+//!   peak RSS of the two tunnel processes. See [`tunnel`].
 //!
 //! Every run is its own child process (a fresh process is what a user's program is;
 //! memory kept by an earlier run cannot hide what a later one takes), client and server
@@ -16,7 +21,7 @@
 //! tables show medians, as ratios to raw TCP and to the best peer of the same protocol.
 //!
 //! Modules: [`libs`] (the traits libraries are adapted to, TCP and braid), [`workload`]
-//! (the four workloads, generic), [`child`] (one run in a child process), [`runner`]
+//! (the four library workloads, generic), [`tunnel`] (the tunnel workload), [`child`] (one run in a child process), [`runner`]
 //! (children, interleaving, peers), [`report`] (medians, ratios, tables, JSON),
 //! [`plot`] (`--plot`: throughput over time). The `braid-bench` crate adapts the other
 //! Rust crates to [`libs`] and runs them through [`child`].
@@ -27,10 +32,11 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod sample;
+pub mod tunnel;
 pub mod workload;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use runner::{Lib, Programs, Run, Spec};
+use runner::{Lib, Needs, Programs, Run, Spec};
 use serde::Serialize;
 use std::io;
 use std::path::PathBuf;
@@ -38,7 +44,7 @@ use std::path::PathBuf;
 /// Options of `braid bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Workloads to run (comma-separated): bulk, latency, churn, idle.
+    /// Workloads to run (comma-separated): bulk, latency, churn, idle, tunnel.
     #[arg(long, value_delimiter = ',', default_value = "bulk,latency,churn,idle")]
     pub workload: Vec<Workload>,
     /// Protocols to measure besides raw TCP (comma-separated); with --peers, also the
@@ -47,7 +53,8 @@ pub struct BenchArgs {
     pub proto: Vec<Proto>,
     /// Also run the other Rust crates (yamux, tokio-yamux, async_smux, tokio_smux; built
     /// with cargo on first use) and the Go peers (built if `go` and Debian's smux/yamux
-    /// are installed); those that cannot run are skipped with a message.
+    /// are installed; for the tunnel workload the Go tunnel of interop/go); those that
+    /// cannot run are skipped with a message.
     #[arg(long)]
     pub peers: bool,
     /// bulk: STREAMSxBYTES shapes (bytes per stream; units K, M, G, KiB, MiB, GiB),
@@ -69,6 +76,14 @@ pub struct BenchArgs {
     /// idle: streams opened per run (the issue's: 100000).
     #[arg(long, default_value_t = 10_000)]
     pub idle_streams: usize,
+    /// tunnel: numbers of parallel TCP connections through the tunnel, comma-separated
+    /// (each a table).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub tunnel_conns: Vec<usize>,
+    /// tunnel: bytes all the connections of one run send together, split evenly
+    /// (units as for --bulk).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub tunnel_bytes: u64,
     /// Runs per (library, workload), each a fresh process; the tables show the median.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
@@ -100,6 +115,8 @@ pub enum Workload {
     Churn,
     /// Memory per idle stream.
     Idle,
+    /// Port forwarding through braid's (and Go's) tunnel processes.
+    Tunnel,
 }
 
 /// A multiplexing protocol.
@@ -192,6 +209,16 @@ fn validate(args: &BenchArgs) -> io::Result<()> {
     if args.idle_streams == 0 {
         return Err(invalid("--idle-streams must be >= 1"));
     }
+    if args.tunnel_conns.contains(&0) || args.tunnel_conns.is_empty() {
+        return Err(invalid("--tunnel-conns: each count must be >= 1"));
+    }
+    if let Some(&most) = args.tunnel_conns.iter().max() {
+        if args.tunnel_bytes < most as u64 {
+            return Err(invalid(
+                "--tunnel-bytes must be at least one byte per connection",
+            ));
+        }
+    }
     if args.plot.is_some() && args.sample_ms == 0 {
         return Err(invalid("--sample-ms must be >= 1"));
     }
@@ -231,6 +258,15 @@ fn specs(args: &BenchArgs) -> Vec<Spec> {
             Workload::Idle => specs.push(Spec::Idle {
                 streams: args.idle_streams,
             }),
+            Workload::Tunnel => {
+                let mut conns = args.tunnel_conns.clone();
+                conns.dedup();
+                specs.extend(conns.into_iter().map(|conns| Spec::Tunnel {
+                    conns,
+                    per_conn: args.tunnel_bytes / conns as u64,
+                    chunk: args.chunk as usize,
+                }))
+            }
         }
     }
     specs
@@ -242,7 +278,11 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("braid bench: a debug build measures debug code: use cargo run --release");
     }
-    let programs = Programs::find(args.peers)?;
+    let needs = Needs {
+        libraries: args.workload.iter().any(|&w| w != Workload::Tunnel),
+        tunnel: args.workload.contains(&Workload::Tunnel),
+    };
+    let programs = Programs::find(args.peers, needs)?;
     let libs: Vec<Lib> = Lib::ALL
         .into_iter()
         .filter(|&lib| match lib.protocol() {

@@ -45,6 +45,10 @@ pub struct Row {
     /// That peer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_peer: Option<Lib>,
+    /// Tunnel with authentication: the main figure relative to the same tunnel without
+    /// (1 - this is the cost of authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_plain: Option<f64>,
     /// Latency: p99 round trip in µs, and as a multiple of TCP's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_us: Option<f64>,
@@ -70,7 +74,7 @@ fn lower_is_better(spec: &Spec) -> bool {
 /// The main figure of one run.
 fn value(spec: &Spec, s: &Sample) -> Option<f64> {
     match spec {
-        Spec::Bulk { .. } => s.mb_per_s,
+        Spec::Bulk { .. } | Spec::Tunnel { .. } => s.mb_per_s,
         Spec::Latency { .. } => s.p50_us,
         Spec::Churn { .. } => s.streams_per_s,
         Spec::Idle { .. } => s
@@ -117,11 +121,14 @@ pub fn summarize(specs: &[Spec], libs: &[Lib], runs: &[Run]) -> Vec<Row> {
                 vs_tcp: None,
                 vs_best_peer: None,
                 best_peer: None,
+                vs_plain: None,
                 p99_us: med(&|s| s.p99_us),
                 p99_vs_tcp: None,
                 cpu_s: med(&|s| Some(s.cpu_s)),
                 cpu_s_per_gb: match spec {
-                    Spec::Bulk { .. } => med(&|s| Some(s.cpu_s / (s.bytes.max(1) as f64 / 1e9))),
+                    Spec::Bulk { .. } | Spec::Tunnel { .. } => {
+                        med(&|s| Some(s.cpu_s / (s.bytes.max(1) as f64 / 1e9)))
+                    }
                     _ => None,
                 },
                 peak_rss_mib: med(&|s| Some(s.peak_rss_kib as f64 / 1024.0)),
@@ -146,7 +153,15 @@ pub fn summarize(specs: &[Spec], libs: &[Lib], runs: &[Run]) -> Vec<Row> {
                 _ => None,
             })
             .collect();
-        for (row, best) in these.iter_mut().zip(bests) {
+        let plain: Vec<Option<f64>> = these
+            .iter()
+            .map(|r| {
+                let base = r.lib.unauthenticated()?;
+                these.iter().find(|p| p.lib == base)?.value
+            })
+            .collect();
+        for ((row, best), plain) in these.iter_mut().zip(bests).zip(plain) {
+            row.vs_plain = ratio(row.value, plain);
             if let Some((tcp_value, tcp_p99)) = tcp {
                 row.vs_tcp = ratio(row.value, tcp_value);
                 row.p99_vs_tcp = ratio(row.p99_us, tcp_p99);
@@ -276,19 +291,46 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                 );
                 ["B/stream", "x peer", "grown MiB", "RSS MiB", "", "", ""]
             }
+            Spec::Tunnel {
+                conns,
+                per_conn,
+                chunk,
+            } => {
+                println!(
+                    "tunnel: {conns} parallel TCP connection(s) x {} in {} writes through \
+                     client and server processes to a sink (tcp: direct); CPU and RSS: the two \
+                     tunnel processes; x peer: against the Go tunnel; x plain: against the same \
+                     tunnel without authentication",
+                    human_bytes(*per_conn),
+                    human_bytes(*chunk as u64)
+                );
+                [
+                    "MB/s", "% TCP", "x peer", "x plain", "CPU s", "CPU s/GB", "RSS MiB",
+                ]
+            }
         };
         // Without peers the peer column would be all dashes.
         let shown: Vec<bool> = cols
             .iter()
             .map(|c| !c.is_empty() && (any_peer || !c.contains("peer")))
             .collect();
-        print!("{:<12}", "library");
+        let w = rows.iter().map(|r| r.lib.name().len()).fold(12, usize::max);
+        print!("{:<w$}", "library");
         for (c, _) in cols.iter().zip(&shown).filter(|(_, &s)| s) {
             print!(" {c:>9}");
         }
         println!(" {:>5}", "runs");
         for r in &rows {
             let cells: Vec<String> = match spec {
+                Spec::Tunnel { .. } => vec![
+                    fmt(r.value, 0),
+                    pct(r.vs_tcp),
+                    fmt(r.vs_best_peer, 2),
+                    fmt(r.vs_plain, 2),
+                    fmt(r.cpu_s, 2),
+                    fmt(r.cpu_s_per_gb, 2),
+                    fmt(r.peak_rss_mib, 1),
+                ],
                 Spec::Bulk { .. } => vec![
                     fmt(r.value, 0),
                     pct(r.vs_tcp),
@@ -324,9 +366,9 @@ pub fn print_tables(rows: &[Row], specs: &[Spec], args: &BenchArgs) {
                 ],
             };
             match missing(r) {
-                Some(text) => println!("{:<12} {text}", r.lib.name()),
+                Some(text) => println!("{:<w$} {text}", r.lib.name()),
                 None => {
-                    print!("{:<12}", r.lib.name());
+                    print!("{:<w$}", r.lib.name());
                     for (c, _) in cells.iter().zip(&shown).filter(|(_, &s)| s) {
                         print!(" {c:>9}");
                     }
@@ -370,6 +412,7 @@ impl Row {
     fn spec_streams(&self) -> usize {
         match self.spec {
             Spec::Bulk { streams, .. } | Spec::Idle { streams } => streams,
+            Spec::Tunnel { conns, .. } => conns,
             _ => 1,
         }
     }
@@ -395,6 +438,7 @@ fn summary(rows: &[Row]) -> Vec<String> {
     let is_latency = |s: &Spec| matches!(s, Spec::Latency { .. });
     let is_churn = |s: &Spec| matches!(s, Spec::Churn { .. });
     let is_idle = |s: &Spec| matches!(s, Spec::Idle { .. });
+    let is_tunnel = |s: &Spec| matches!(s, Spec::Tunnel { .. });
     let mut out = Vec::new();
     if let Some((r, v)) = worst(is_bulk, |r| r.vs_tcp, false) {
         out.push(format!(
@@ -424,6 +468,35 @@ fn summary(rows: &[Row]) -> Vec<String> {
     }
     if let Some((r, v)) = worst(is_idle, |r| r.value, true) {
         out.push(format!("idle <= {v:.0} B/stream ({})", r.lib.name()));
+    }
+    let plain_tunnel = |r: &Row| (!r.lib.is_authenticated()).then_some(r.vs_tcp).flatten();
+    if let Some((r, v)) = worst(is_tunnel, plain_tunnel, false) {
+        out.push(format!(
+            "tunnel >= {:.0}% of direct TCP (lowest: {} x{})",
+            v * 100.0,
+            r.lib.name(),
+            r.spec_streams()
+        ));
+    }
+    let plain_vs_go = |r: &Row| {
+        (!r.lib.is_authenticated())
+            .then_some(r.vs_best_peer)
+            .flatten()
+    };
+    if let Some((r, v)) = worst(is_tunnel, plain_vs_go, false) {
+        out.push(format!(
+            "tunnel >= {v:.2}x the Go tunnel (lowest: {} x{})",
+            r.lib.name(),
+            r.spec_streams()
+        ));
+    }
+    if let Some((r, v)) = worst(is_tunnel, |r| r.vs_plain, false) {
+        out.push(format!(
+            "authentication costs <= {:.0}% (most: {} x{})",
+            (1.0 - v) * 100.0,
+            r.lib.name(),
+            r.spec_streams()
+        ));
     }
     if out.is_empty() {
         out.push("no braid run succeeded".into());

@@ -28,6 +28,12 @@ pub enum Lib {
     /// braid, yamux.
     #[serde(rename = "braid-yamux")]
     BraidYamux,
+    /// braid's tunnel, yamux, with a pre-shared key (tunnel workload only).
+    #[serde(rename = "braid-yamux+psk")]
+    BraidYamuxPsk,
+    /// braid's tunnel, yamux, with mutual TLS (tunnel workload only).
+    #[serde(rename = "braid-yamux+mtls")]
+    BraidYamuxMtls,
     /// Go xtaci/smux, protocol version 1.
     #[serde(rename = "go-smux1")]
     GoSmux1,
@@ -64,11 +70,13 @@ pub enum Source {
 
 impl Lib {
     /// Every library, in table order.
-    pub const ALL: [Lib; 11] = [
+    pub const ALL: [Lib; 13] = [
         Lib::Tcp,
         Lib::BraidSmux1,
         Lib::BraidSmux2,
         Lib::BraidYamux,
+        Lib::BraidYamuxPsk,
+        Lib::BraidYamuxMtls,
         Lib::GoSmux1,
         Lib::AsyncSmux,
         Lib::TokioSmux,
@@ -85,6 +93,8 @@ impl Lib {
             Lib::BraidSmux1 => "braid-smux1",
             Lib::BraidSmux2 => "braid-smux2",
             Lib::BraidYamux => "braid-yamux",
+            Lib::BraidYamuxPsk => "braid-yamux+psk",
+            Lib::BraidYamuxMtls => "braid-yamux+mtls",
             Lib::GoSmux1 => "go-smux1",
             Lib::AsyncSmux => "async_smux",
             Lib::TokioSmux => "tokio_smux",
@@ -101,14 +111,24 @@ impl Lib {
             Lib::Tcp => None,
             Lib::BraidSmux1 | Lib::GoSmux1 | Lib::AsyncSmux | Lib::TokioSmux => Some(Proto::Smux1),
             Lib::BraidSmux2 | Lib::GoSmux2 => Some(Proto::Smux2),
-            Lib::BraidYamux | Lib::GoYamux | Lib::Yamux | Lib::TokioYamux => Some(Proto::Yamux),
+            Lib::BraidYamux
+            | Lib::BraidYamuxPsk
+            | Lib::BraidYamuxMtls
+            | Lib::GoYamux
+            | Lib::Yamux
+            | Lib::TokioYamux => Some(Proto::Yamux),
         }
     }
 
     /// Which program runs it.
     pub fn source(self) -> Source {
         match self {
-            Lib::Tcp | Lib::BraidSmux1 | Lib::BraidSmux2 | Lib::BraidYamux => Source::Braid,
+            Lib::Tcp
+            | Lib::BraidSmux1
+            | Lib::BraidSmux2
+            | Lib::BraidYamux
+            | Lib::BraidYamuxPsk
+            | Lib::BraidYamuxMtls => Source::Braid,
             Lib::GoSmux1 | Lib::GoSmux2 | Lib::GoYamux => Source::Go,
             _ => Source::RustPeers,
         }
@@ -117,6 +137,16 @@ impl Lib {
     /// A peer: neither braid nor raw TCP.
     pub fn is_peer(self) -> bool {
         self.source() != Source::Braid
+    }
+
+    /// braid's tunnel with authentication on (tunnel workload only).
+    pub fn is_authenticated(self) -> bool {
+        matches!(self, Lib::BraidYamuxPsk | Lib::BraidYamuxMtls)
+    }
+
+    /// For an authenticated row, the same tunnel without authentication.
+    pub fn unauthenticated(self) -> Option<Lib> {
+        self.is_authenticated().then_some(Lib::BraidYamux)
     }
 
     /// The `--lib` value its child takes.
@@ -160,6 +190,15 @@ pub enum Spec {
         /// How many.
         streams: usize,
     },
+    /// TCP connections through a tunnel (separate processes) to a sink.
+    Tunnel {
+        /// Parallel connections.
+        conns: usize,
+        /// Bytes each connection sends.
+        per_conn: u64,
+        /// Size of each write and read buffer.
+        chunk: usize,
+    },
 }
 
 /// Latency message size.
@@ -177,12 +216,21 @@ impl Spec {
             Spec::Latency { .. } => "latency".into(),
             Spec::Churn { .. } => "churn".into(),
             Spec::Idle { .. } => "idle".into(),
+            Spec::Tunnel {
+                conns, per_conn, ..
+            } => format!("tunnel {conns}x{}", super::report::human_bytes(*per_conn)),
         }
     }
 
-    /// Whether `lib` takes part (raw TCP has no idle streams to measure).
+    /// Whether `lib` takes part: raw TCP has no idle streams to measure; the tunnel
+    /// workload runs braid's and Go's tunnels (no Rust peer crates), and only it has
+    /// the authenticated rows.
     pub fn applies_to(&self, lib: Lib) -> bool {
-        !(matches!(self, Spec::Idle { .. }) && lib == Lib::Tcp)
+        match self {
+            Spec::Idle { .. } => lib != Lib::Tcp && !lib.is_authenticated(),
+            Spec::Tunnel { .. } => lib.source() != Source::RustPeers,
+            _ => !lib.is_authenticated(),
+        }
     }
 
     /// The child's workload flags, and how long it may take.
@@ -247,6 +295,26 @@ impl Spec {
                 ],
                 Duration::from_secs(120),
             ),
+            Spec::Tunnel {
+                conns,
+                per_conn,
+                chunk,
+            } => {
+                let secs = (conns as u64 * per_conn) as f64 / 10e6;
+                (
+                    vec![
+                        s("--workload"),
+                        s("tunnel"),
+                        s("--streams"),
+                        conns.to_string(),
+                        s("--bytes"),
+                        per_conn.to_string(),
+                        s("--chunk"),
+                        chunk.to_string(),
+                    ],
+                    Duration::from_secs(60) + Duration::from_secs_f64(secs),
+                )
+            }
         }
     }
 }
@@ -269,40 +337,56 @@ pub struct Programs {
     braid: PathBuf,
     rust_peers: Result<PathBuf, String>,
     go: Result<PathBuf, String>,
+    /// The interop peer (interop/go), whose tunnel modes the tunnel workload runs.
+    go_tunnel: Result<PathBuf, String>,
+}
+
+/// Which programs a run needs besides this binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// The Rust peer crates and the Go bench peer (workloads other than tunnel).
+    pub libraries: bool,
+    /// The Go tunnel (the tunnel workload).
+    pub tunnel: bool,
 }
 
 impl Programs {
     /// Finds (and builds, where needed) the programs; `peers`: also the Rust and Go
-    /// peers. Missing peers are reported on stderr and skipped.
-    pub fn find(peers: bool) -> io::Result<Programs> {
+    /// peers that `needs` asks for. Missing peers are reported on stderr and skipped.
+    pub fn find(peers: bool, needs: Needs) -> io::Result<Programs> {
         let braid = std::env::current_exe()?;
-        let (rust_peers, go) = if peers {
-            (rust_peers(&braid), go_peer(&braid))
-        } else {
-            let off = || Err("not asked for (--peers)".to_string());
-            (off(), off())
+        let off = |why: &str| Err(why.to_string());
+        let asked = |need: bool, find: &dyn Fn() -> Result<PathBuf, String>| match (peers, need) {
+            (false, _) => off("not asked for (--peers)"),
+            (true, false) => off("not needed by these workloads"),
+            (true, true) => find(),
         };
-        if peers {
-            if let Err(why) = &rust_peers {
-                eprintln!("braid bench: skipping the Rust peer crates: {why}");
-            }
-            if let Err(why) = &go {
-                eprintln!("braid bench: skipping the Go peers: {why}");
+        let rust_peers = asked(needs.libraries, &|| rust_peers(&braid));
+        let go = asked(needs.libraries, &|| go_peer(&braid));
+        let go_tunnel = asked(needs.tunnel, &|| go_tunnel(&braid));
+        for (need, found, what) in [
+            (needs.libraries, &rust_peers, "the Rust peer crates"),
+            (needs.libraries, &go, "the Go peers"),
+            (needs.tunnel, &go_tunnel, "the Go tunnel"),
+        ] {
+            if let (true, true, Err(why)) = (peers, need, found) {
+                eprintln!("braid bench: skipping {what}: {why}");
             }
         }
         Ok(Programs {
             braid,
             rust_peers,
             go,
+            go_tunnel,
         })
     }
 
-    /// Whether `lib` can run here.
+    /// Whether `lib` can run here (for some workload).
     pub fn has(&self, lib: Lib) -> bool {
         match lib.source() {
             Source::Braid => true,
             Source::RustPeers => self.rust_peers.is_ok(),
-            Source::Go => self.go.is_ok(),
+            Source::Go => self.go.is_ok() || self.go_tunnel.is_ok(),
         }
     }
 
@@ -310,6 +394,28 @@ impl Programs {
     /// past its timeout or printed no result).
     pub fn run(&self, lib: Lib, spec: &Spec, sample_ms: u64, current_thread: bool) -> Sample {
         let (mut flags, timeout) = spec.flags(sample_ms);
+        if let Spec::Tunnel { .. } = spec {
+            // The load runs in this binary's child; the tunnel under test is its own
+            // processes.
+            let mut cmd = Command::new(&self.braid);
+            cmd.arg("bench-child")
+                .arg("--lib")
+                .arg(lib.name())
+                .args(flags);
+            if lib.source() == Source::Go {
+                match &self.go_tunnel {
+                    Ok(p) => cmd.arg("--go-peer").arg(p),
+                    Err(why) => return Sample::not_applicable(why.clone()),
+                };
+            }
+            if current_thread {
+                cmd.arg("--current-thread");
+            }
+            return run_child(cmd, timeout);
+        }
+        if lib.is_authenticated() {
+            return Sample::not_applicable("tunnel workload only");
+        }
         let mut cmd = match lib.source() {
             Source::Braid => {
                 let mut c = Command::new(&self.braid);
@@ -467,13 +573,33 @@ fn go_peer(braid: &Path) -> Result<PathBuf, String> {
             Err(format!("BRAID_BENCH_GO={} is not a file", bin.display()))
         };
     }
+    go_build(braid, "bench/go", "braid-bench-go")
+}
+
+/// Finds or builds the interop peer for the Go tunnel: `$BRAID_GO_PEER` if set (as the
+/// tests take it), else `go build` of `interop/go` into `<target>/go/braid-peer`.
+fn go_tunnel(braid: &Path) -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("BRAID_GO_PEER") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("BRAID_GO_PEER={} is not a file", bin.display()))
+        };
+    }
+    go_build(braid, "interop/go", "braid-peer")
+}
+
+/// `go build` of the workspace's `dir` into `<target>/go/<name>`, in GOPATH mode
+/// against Debian's packages in /usr/share/gocode (or `$BRAID_BENCH_GOPATH`).
+fn go_build(braid: &Path, dir: &str, name: &str) -> Result<PathBuf, String> {
     let out_dir = braid
         .parent()
         .and_then(Path::parent)
         .map(|t| t.join("go"))
         .ok_or("cannot place the Go peer")?;
-    let bin = out_dir.join("braid-bench-go");
-    let Some(src) = workspace().map(|w| w.join("bench/go")) else {
+    let bin = out_dir.join(name);
+    let Some(src) = workspace().map(|w| w.join(dir)) else {
         // A relocated binary without its sources: use a peer built earlier, if any.
         return if bin.is_file() {
             Ok(bin)

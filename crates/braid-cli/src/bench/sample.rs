@@ -85,7 +85,12 @@ impl Sample {
 /// User + system CPU seconds of this process so far (all threads), from
 /// `/proc/self/stat` (0 where unavailable). The resolution is one clock tick (10 ms).
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds from a `/proc/PID/stat` file (0 where unavailable).
+pub fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // utime and stime are fields 14 and 15 of the line: 11 and 12 after the
@@ -104,7 +109,12 @@ pub fn cpu_seconds() -> f64 {
 
 /// A field of `/proc/self/status` in KiB (0 where unavailable).
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kib_of("/proc/self/status", field)
+}
+
+/// A field of a `/proc/PID/status` file in KiB (0 where unavailable).
+pub fn status_kib_of(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
