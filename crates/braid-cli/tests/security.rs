@@ -175,6 +175,63 @@ async fn pre_shared_key_serves_its_clients_and_no_one_else() {
     .await;
 }
 
+/// `braid client --metrics`: the same format and names as the server's, "up" being
+/// the application's direction towards the target on both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_serves_metrics_too() {
+    bounded(async {
+        let dir = temp_dir("client-metrics");
+        let key = psk_file(&dir, "key", 3);
+        let target = echo_target().await;
+        let server = start_server(target, &["--psk-file", &key, "--metrics", "127.0.0.1:0"]).await;
+        let args = ["--psk-file", &key, "--proto", "smux2", "--conns", "2"];
+        let mut client = start_client(
+            server.addr,
+            &[&args[..], &["--metrics", "127.0.0.1:0"]].concat(),
+        )
+        .await;
+        client.wait_carriers(2).await;
+        assert_echo(client.addr, 5, 100_000).await;
+        // A second connection, sent but not yet echoed back in full: the live sessions'
+        // counts are read at the scrape.
+        let mut tcp = TcpStream::connect(client.addr).await.unwrap();
+        tcp.write_all(&[7u8; 50_000]).await.unwrap();
+        let mut back = vec![0u8; 50_000];
+        tcp.read_exact(&mut back).await.unwrap();
+
+        let m = scrape(client.metrics.unwrap()).await;
+        let p = "{protocol=\"smux2\"}";
+        assert_eq!(sample(&m, &format!("braid_tunnel_sessions{p}")), 2, "{m}");
+        assert_eq!(
+            sample(&m, &format!("braid_tunnel_sessions_started_total{p}")),
+            2,
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, &format!("braid_tunnel_streams_started_total{p}")),
+            2,
+            "{m}"
+        );
+        assert_eq!(
+            sample(&m, "braid_tunnel_handshake_failures_total"),
+            0,
+            "{m}"
+        );
+        let s = scrape(server.metrics.unwrap()).await;
+        for dir in ["up", "down"] {
+            let bytes =
+                format!("braid_tunnel_bytes_total{{protocol=\"smux2\",direction=\"{dir}\"}}");
+            assert_eq!(sample(&m, &bytes), 150_000, "{bytes}\n{m}");
+            assert_eq!(sample(&s, &bytes), 150_000, "{bytes}\n{s}");
+        }
+        drop(tcp);
+        client.shutdown().await;
+        server.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_handshake_gets_no_session() {
     bounded(async {

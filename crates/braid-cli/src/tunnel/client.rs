@@ -1,5 +1,7 @@
 //! `braid client`: carries local TCP connections as streams over carrier connections.
 
+use super::limits::protocol_name;
+use super::metrics::{self, Metrics};
 use super::pipe::{pipe, End};
 use super::stats::{Gauge, Stats};
 use super::{accept_until, bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
@@ -23,9 +25,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A bound `braid client`; [`Client::run`] serves until shut down.
 pub struct Client {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     first: Option<Session>,
     settings: ClientSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     pool: Arc<Pool>,
 }
 
@@ -33,6 +37,7 @@ pub struct Client {
 struct Ctx {
     settings: ClientSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     pool: Arc<Pool>,
     /// Fired by the shutdown signal: accept nothing new, stop reconnecting.
     stop: CancellationToken,
@@ -46,6 +51,14 @@ impl Client {
     /// unreachable server or a TLS mistake is reported at once.
     pub async fn bind(settings: ClientSettings) -> Result<Client, Error> {
         let listener = bind_listener(&settings.listen).await?;
+        let metrics_listener = match &settings.metrics {
+            Some(addr) => Some(
+                bind_listener(addr)
+                    .await
+                    .map_err(|e| Error::Runtime(format!("{e} (--metrics)")))?,
+            ),
+            None => None,
+        };
         let first = if settings.wait_for_server {
             None
         } else {
@@ -56,11 +69,25 @@ impl Client {
         };
         Ok(Client {
             listener,
+            metrics_listener,
             first,
             pool: Arc::new(Pool::new(settings.conns)),
             settings,
             stats: Arc::default(),
+            metrics: Arc::new(Metrics::for_client()),
         })
+    }
+
+    /// The address metrics are served on, with `--metrics`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -86,14 +113,17 @@ impl Client {
         let listen = self.local_addr();
         let Client {
             listener,
+            metrics_listener,
             mut first,
             settings,
             stats,
+            metrics,
             pool,
         } = self;
         let ctx = Arc::new(Ctx {
             settings,
             stats,
+            metrics,
             pool,
             stop: shutdown.clone(),
             kill: CancellationToken::new(),
@@ -103,6 +133,9 @@ impl Client {
               auth = s.auth.describe(), "client started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
+        }
+        if let Some(l) = metrics_listener {
+            tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
         }
         let keepers = TaskTracker::new();
         for slot in 0..s.conns {
@@ -170,6 +203,9 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
         match attempt {
             Ok(session) => {
                 let _gauge: Gauge = ctx.stats.session();
+                let _counted = ctx
+                    .metrics
+                    .session(protocol_name(s.config.protocol), &session);
                 let since = Instant::now();
                 ctx.pool.set(slot, Some(session.clone()));
                 info!(carrier = slot, "connected to {}", s.server);
@@ -186,10 +222,13 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
                     delay = BACKOFF_MIN;
                 }
             }
-            Err(e) => warn!(
-                carrier = slot,
-                "cannot connect to {}: {e}; retrying in {delay:?}", s.server
-            ),
+            Err(e) => {
+                ctx.metrics.handshake_failure();
+                warn!(
+                    carrier = slot,
+                    "cannot connect to {}: {e}; retrying in {delay:?}", s.server
+                )
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -216,6 +255,9 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         }
     };
     let id = stream.id().0;
+    let _counted = ctx
+        .metrics
+        .stream(protocol_name(ctx.settings.config.protocol));
     debug!(%peer, stream = id, "carrying");
     match pipe(
         stream,

@@ -434,6 +434,9 @@ pub struct ClientArgs {
     #[arg(long)]
     #[serde(default)]
     pub wait_for_server: bool,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Print a stats line to stdout this often (e.g. 10s) [default: never].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -469,6 +472,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Start without a first successful connection.
     pub wait_for_server: bool,
+    /// Where to serve metrics, if anywhere.
+    pub metrics: Option<String>,
     /// Stats line interval, if any.
     pub stats: Option<Duration>,
     /// How long active connections may go on after a shutdown signal.
@@ -551,6 +556,7 @@ impl ClientArgs {
             auth,
             connect_timeout: positive(a.connect_timeout)?,
             wait_for_server: a.wait_for_server,
+            metrics: a.metrics,
             stats: a.stats.filter(|d| !d.is_zero()),
             grace: a.grace.unwrap_or(DEFAULT_GRACE),
             kcp,
@@ -573,6 +579,7 @@ impl ClientArgs {
             psk_file: self.psk_file.or(file.psk_file),
             connect_timeout: self.connect_timeout.or(file.connect_timeout),
             wait_for_server: self.wait_for_server || file.wait_for_server,
+            metrics: self.metrics.or(file.metrics),
             stats: self.stats.or(file.stats),
             grace: self.grace.or(file.grace),
             tuning: self.tuning.or(file.tuning),

@@ -1,5 +1,6 @@
-//! `--metrics ADDR`: the server's counters in the Prometheus text format, served over
-//! HTTP at `/metrics`.
+//! `--metrics ADDR`: the counters of `braid server` or `braid client` in the Prometheus
+//! text format, served over HTTP at `/metrics`. Both use the same names; "up" is always
+//! the direction from the application towards the target.
 
 use braid::Session;
 use prometheus_client::collector::Collector;
@@ -23,7 +24,7 @@ fn proto(name: &'static str) -> ByProto {
     [("protocol", name)]
 }
 
-/// The server's metrics. All names start with `braid_tunnel_`.
+/// The tunnel's metrics. All names start with `braid_tunnel_`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -39,7 +40,20 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// The server's metrics.
     fn default() -> Metrics {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// The client's metrics: sessions are its carriers, streams the connections it
+    /// carries, handshake failures its failed connection attempts.
+    pub fn for_client() -> Metrics {
+        Metrics::new(true)
+    }
+
+    fn new(client: bool) -> Metrics {
         let mut registry = Registry::with_prefix("braid_tunnel");
         let m = Metrics {
             sessions: Family::default(),
@@ -50,7 +64,10 @@ impl Default for Metrics {
             target_failures: Family::default(),
             handshake_failures: Counter::default(),
             refused_sessions: Counter::default(),
-            bytes: Arc::default(),
+            bytes: Arc::new(Bytes {
+                client,
+                ..Bytes::default()
+            }),
             registry: Registry::default(),
         };
         registry.register("sessions", "Carrier sessions open now", m.sessions.clone());
@@ -62,7 +79,7 @@ impl Default for Metrics {
         registry.register("streams", "Streams forwarded now", m.streams.clone());
         registry.register(
             "streams_started",
-            "Streams accepted for forwarding",
+            "Streams forwarded (server: accepted; client: opened for a local connection)",
             m.streams_total.clone(),
         );
         registry.register(
@@ -77,7 +94,7 @@ impl Default for Metrics {
         );
         registry.register(
             "handshake_failures",
-            "Connections closed before a session: failed or timed-out authentication, or protocol detection",
+            "Connections closed before a session: failed or timed-out authentication, or protocol detection (client: failed connection attempts)",
             m.handshake_failures.clone(),
         );
         registry.register(
@@ -88,9 +105,7 @@ impl Default for Metrics {
         registry.register_collector(Box::new(BytesCollector(m.bytes.clone())));
         Metrics { registry, ..m }
     }
-}
 
-impl Metrics {
     /// Counts a session of `protocol` while the guard lives, and its bytes.
     pub fn session(self: &Arc<Self>, protocol: &'static str, session: &Session) -> SessionGuard {
         self.sessions.get_or_create(&proto(protocol)).inc();
@@ -159,10 +174,10 @@ impl Drop for SessionGuard {
             .dec();
         let mut live = self.metrics.bytes.lock();
         if let Some((protocol, session)) = live.sessions.remove(&self.id) {
-            let stats = session.stats();
+            let (up, down) = self.metrics.bytes.up_down(&session);
             let total = live.ended.entry(protocol).or_default();
-            total.0 += stats.bytes_received;
-            total.1 += stats.bytes_sent;
+            total.0 += up;
+            total.1 += down;
         }
     }
 }
@@ -188,12 +203,14 @@ impl Drop for StreamGuard {
 struct Bytes {
     next: AtomicU64,
     live: Mutex<Live>,
+    /// Counted by the client, whose sessions send "up".
+    client: bool,
 }
 
 #[derive(Default)]
 struct Live {
     sessions: HashMap<u64, (&'static str, Session)>,
-    /// Per protocol: bytes received from clients (up), sent to them (down).
+    /// Per protocol: bytes up (towards the target) and down.
     ended: HashMap<&'static str, (u64, u64)>,
 }
 
@@ -210,6 +227,16 @@ impl Bytes {
     fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A session's payload bytes (up, down).
+    fn up_down(&self, session: &Session) -> (u64, u64) {
+        let stats = session.stats();
+        if self.client {
+            (stats.bytes_sent, stats.bytes_received)
+        } else {
+            (stats.bytes_received, stats.bytes_sent)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -221,10 +248,10 @@ impl Collector for BytesCollector {
             let live = self.0.lock();
             let mut totals = live.ended.clone();
             for (protocol, session) in live.sessions.values() {
-                let stats = session.stats();
+                let (up, down) = self.0.up_down(session);
                 let total = totals.entry(protocol).or_default();
-                total.0 += stats.bytes_received;
-                total.1 += stats.bytes_sent;
+                total.0 += up;
+                total.1 += down;
             }
             totals.into_iter().collect::<Vec<_>>()
         };

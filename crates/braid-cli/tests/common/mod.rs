@@ -49,7 +49,7 @@ pub struct Running {
     pub task: JoinHandle<Result<(), Error>>,
     /// Client only: carriers up.
     pub carriers: Option<watch::Receiver<usize>>,
-    /// Server only, with `--metrics`: where metrics are served.
+    /// With `--metrics`: where metrics are served.
     pub metrics: Option<SocketAddr>,
 }
 
@@ -98,6 +98,7 @@ pub async fn bind_client(server: SocketAddr, args: &[&str]) -> Result<Client, Er
 pub async fn start_client(server: SocketAddr, args: &[&str]) -> Running {
     let client = bind_client(server, args).await.unwrap();
     let (addr, stats, carriers) = (client.local_addr(), client.stats(), client.carriers());
+    let metrics = client.metrics_addr();
     let stop = CancellationToken::new();
     let task = tokio::spawn(client.run(stop.clone()));
     Running {
@@ -106,7 +107,7 @@ pub async fn start_client(server: SocketAddr, args: &[&str]) -> Running {
         stop,
         task,
         carriers: Some(carriers),
-        metrics: None,
+        metrics,
     }
 }
 
