@@ -14,6 +14,12 @@ package main
 //	tunnel-server  listens on -addr for multiplexed connections; every stream
 //	               it accepts is forwarded to a new TCP connection to -target
 //
+// With -tls-cert/-tls-key (tunnel-server) the carriers are TLS, and with
+// -tls-ca as well the server requires client certificates signed by that CA
+// (mutual TLS). The tunnel-client turns TLS on with -tls-ca (the CA of the
+// server's certificate, checked against the host of -addr) and presents
+// -tls-cert/-tls-key if given. Go's crypto/tls, defaults otherwise.
+//
 // Each connection and its stream are copied both ways. smux 1.5.16 has no
 // half-close (Stream.Close ends both directions), so, as kcptun does, the pair
 // is closed as a whole as soon as either direction ends: applications using
@@ -26,6 +32,7 @@ package main
 //	{"event":"session_end","session":1,"error":"..."}
 //	{"event":"forwarded","session":1,"stream":3,"to_stream":N,"from_stream":M}
 //	{"event":"dial_failed","session":1,"stream":3,"error":"..."}  tunnel-server
+//	{"event":"handshake_failed","remote":"...","error":"..."}   tunnel-server, TLS
 //	{"event":"error","msg":"..."}                    fatal, exit status 1
 //
 // "forwarded" reports a finished connection/stream pair with the bytes copied
@@ -35,6 +42,8 @@ package main
 // that died never leaves one behind for long.
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -47,13 +56,68 @@ import (
 // tunnelFlags are the settings of the tunnel modes beyond peerFlags (which
 // supply -addr, -proto, the library tuning and -timeout).
 type tunnelFlags struct {
-	listen string
-	target string
+	listen  string
+	target  string
+	tlsCert string
+	tlsKey  string
+	tlsCA   string
 }
 
 func (t *tunnelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.listen, "listen", "127.0.0.1:0", "tunnel-client: address to accept local connections on (the actual one is reported)")
 	fs.StringVar(&t.target, "target", "", "tunnel-server: HOST:PORT each accepted stream is forwarded to")
+	fs.StringVar(&t.tlsCert, "tls-cert", "", "TLS certificate chain (PEM): the server's (turns TLS on), or the client's for mutual TLS")
+	fs.StringVar(&t.tlsKey, "tls-key", "", "private key (PEM) of -tls-cert")
+	fs.StringVar(&t.tlsCA, "tls-ca", "", "CA (PEM): tunnel-server: clients must present a certificate it signed; tunnel-client: turns TLS on and checks the server's certificate")
+}
+
+// tlsConfig is the TLS configuration the flags ask for, or nil for plain TCP.
+func (t *tunnelFlags) tlsConfig(client bool, addr string) (*tls.Config, error) {
+	if (t.tlsCert == "") != (t.tlsKey == "") {
+		return nil, fmt.Errorf("-tls-cert and -tls-key go together")
+	}
+	on := t.tlsCert != ""
+	if client {
+		on = t.tlsCA != ""
+	}
+	if !on {
+		if t.tlsCert != "" || t.tlsCA != "" {
+			return nil, fmt.Errorf("TLS needs -tls-cert/-tls-key on the tunnel-server and -tls-ca on the tunnel-client")
+		}
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(t.tlsCert, t.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if t.tlsCA != "" {
+		pem, err := os.ReadFile(t.tlsCA)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificate in -tls-ca %s", t.tlsCA)
+		}
+		if client {
+			cfg.RootCAs = pool
+		} else {
+			cfg.ClientCAs = pool
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	if client {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ServerName = host
+	}
+	return cfg, nil
 }
 
 // runTunnel runs -mode tunnel-client or tunnel-server.
@@ -79,9 +143,23 @@ func runTunnel(client bool, f *peerFlags, t *tunnelFlags) error {
 // tunnelClient: one session to -addr; each local connection accepted on
 // -listen is forwarded over a stream of its own.
 func tunnelClient(f *peerFlags, t *tunnelFlags, out *reporter) error {
+	tlsCfg, err := t.tlsConfig(true, f.addr)
+	if err != nil {
+		return err
+	}
 	conn, err := net.DialTimeout("tcp", f.addr, 10*time.Second)
 	if err != nil {
 		return err
+	}
+	if tlsCfg != nil {
+		tconn := tls.Client(conn, tlsCfg)
+		tconn.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tconn.Handshake(); err != nil {
+			conn.Close()
+			return fmt.Errorf("TLS handshake: %w", err)
+		}
+		tconn.SetDeadline(time.Time{})
+		conn = tconn
 	}
 	sess, err := newMuxSession(f, conn, true)
 	if err != nil {
@@ -127,6 +205,10 @@ func tunnelServer(f *peerFlags, t *tunnelFlags, out *reporter) error {
 	if t.target == "" {
 		return fmt.Errorf("-mode tunnel-server needs -target HOST:PORT")
 	}
+	tlsCfg, err := t.tlsConfig(false, f.addr)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return err
@@ -136,6 +218,18 @@ func tunnelServer(f *peerFlags, t *tunnelFlags, out *reporter) error {
 		conn, err := ln.Accept()
 		if err != nil {
 			return fmt.Errorf("accept a connection: %w", err)
+		}
+		if tlsCfg != nil {
+			tconn := tls.Server(conn, tlsCfg)
+			tconn.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := tconn.Handshake(); err != nil {
+				out.emit("handshake_failed", kv{"remote": conn.RemoteAddr().String(), "error": err.Error()})
+				conn.Close()
+				n--
+				continue
+			}
+			tconn.SetDeadline(time.Time{})
+			conn = tconn
 		}
 		sess, err := newMuxSession(f, conn, false)
 		if err != nil {

@@ -196,3 +196,27 @@ pub async fn assert_refused(addr: SocketAddr) -> bool {
         Ok(n) => panic!("got {n} bytes from a refused connection"),
     }
 }
+
+/// A CA for tests; returns its PEM certificate and its issuer for signing.
+pub fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// A certificate for `name` (a host name or an IP address) signed by `issuer`:
+/// (cert PEM, key PEM).
+pub fn signed_cert(
+    name: &str,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
