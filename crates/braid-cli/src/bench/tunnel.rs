@@ -334,17 +334,26 @@ impl Tunnel {
                     }
                     Auth::Mtls => mtls_flags(&tunnel.temp_dir()?)?,
                 };
+                let flags = |var: &str| -> Vec<String> {
+                    let v = std::env::var(var).unwrap_or_default();
+                    v.split_whitespace().map(String::from).collect()
+                };
+                let extra = flags("BRAID_BENCH_TUNNEL_FLAGS");
+                let client_extra = flags("BRAID_BENCH_TUNNEL_CLIENT_FLAGS");
                 let mut cmd = Command::new(&braid);
                 cmd.args(["server", "--listen", "127.0.0.1:0", "--target", &sink])
                     .args(["--proto", proto])
-                    .args(&server_auth);
+                    .args(&server_auth)
+                    .args(&extra);
                 let (server, server_addr) = Proc::start(cmd, "braid server")?;
                 tunnel.procs.push(server);
                 let mut cmd = Command::new(&braid);
                 cmd.args(["client", "--listen", "127.0.0.1:0", "--server"])
                     .arg(server_addr.to_string())
                     .args(["--proto", proto])
-                    .args(&client_auth);
+                    .args(&client_auth)
+                    .args(&extra)
+                    .args(&client_extra);
                 let (client, entry) = Proc::start(cmd, "braid client")?;
                 tunnel.procs.push(client);
                 tunnel.entry = Some(entry);

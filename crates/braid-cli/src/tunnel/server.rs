@@ -310,6 +310,7 @@ async fn start_session(tcp: TcpStream, ctx: &Ctx) -> Result<(Session, &'static s
     let io: BoxIo = if config.protocol == Protocol::Auto {
         let (detected, io) = limits::detect(io, s.limits.detect_timeout).await?;
         config = config.detected(detected);
+        super::config::detected_window(&mut config);
         Box::new(io)
     } else {
         io
