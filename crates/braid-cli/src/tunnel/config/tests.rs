@@ -85,6 +85,46 @@ fn tuning_maps_onto_config() {
 }
 
 #[test]
+fn smux2_streams_get_the_tunnel_window_unless_one_is_given() {
+    let base = ["--listen=127.0.0.1:0", "--server=h:1", "--proto=smux2"];
+    let c = client(&base).resolve().unwrap();
+    assert_eq!(c.config.max_stream_buffer, SMUX2_STREAM_BUFFER);
+    let c = client(&[&base[..], &["--max-stream-buffer=64KiB"]].concat())
+        .resolve()
+        .unwrap();
+    assert_eq!(c.config.max_stream_buffer, 64 * 1024);
+    // yamux keeps Go's window.
+    let c = client(&["--listen=127.0.0.1:0", "--server=h:1"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.config.max_stream_buffer, 256 * 1024);
+    // A server under auto: the smux2 sessions it detects get the tunnel's window, others
+    // and explicit values are left alone.
+    let s = server(&["--listen=127.0.0.1:0", "--target=h:1"])
+        .resolve()
+        .unwrap();
+    for (p, want) in [
+        (Protocol::SmuxV2, SMUX2_STREAM_BUFFER),
+        (Protocol::SmuxV1, 65536),
+        (Protocol::Yamux, 256 * 1024),
+    ] {
+        let mut d = s.config.detected(p);
+        detected_window(&mut d);
+        assert_eq!(d.max_stream_buffer, want, "{p:?}");
+    }
+    let s = server(&[
+        "--listen=127.0.0.1:0",
+        "--target=h:1",
+        "--max-stream-buffer=2MiB",
+    ])
+    .resolve()
+    .unwrap();
+    let mut d = s.config.detected(Protocol::SmuxV2);
+    detected_window(&mut d);
+    assert_eq!(d.max_stream_buffer, 2 << 20);
+}
+
+#[test]
 fn bad_values_are_usage_errors() {
     let e = client(&[
         "--listen=a:1",
@@ -140,6 +180,7 @@ fn config_file_keys_are_the_flag_names_and_flags_win() {
         tls-server-name = "name.example"
         connect-timeout = "3s"
         wait-for-server = true
+        metrics = "127.0.0.1:9101"
         stats = "1m"
         grace = 2
         max-frame-size = "8KiB"
@@ -163,6 +204,7 @@ fn config_file_keys_are_the_flag_names_and_flags_win() {
     assert_eq!(c.stats, Some(Duration::from_secs(60)));
     assert_eq!(c.grace, Duration::from_secs(2));
     assert!(matches!(c.auth, ClientAuth::Tls(_)) && c.wait_for_server);
+    assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:9101"));
     // Every flag is a key of the file (the file above names them all).
     let text = std::fs::read_to_string(&path).unwrap();
     for key in keys::<ClientArgs>() {
