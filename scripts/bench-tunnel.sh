@@ -2,7 +2,8 @@
 # Tunnel throughput with a real load client: iperf3 directly, through `braid client` ->
 # `braid server`, and through the Go tunnel (interop/go's tunnel-client/-server modes),
 # for smux1, smux2 and yamux, interleaved round by round. Prints MB/s per run and the
-# median per mode. A stopgap until `braid bench` has a tunnel workload.
+# median per mode. `braid bench --workload tunnel` is the main measurement (its own load,
+# CPU of the tunnel processes, auth rows); this is the cross-check with a real client.
 #
 #   scripts/bench-tunnel.sh [ROUNDS] [PARALLEL] [SECONDS]     (defaults 3 1 3)
 #
