@@ -475,6 +475,7 @@ fn run_child(mut cmd: Command, timeout: Duration) -> Sample {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if start.elapsed() >= timeout => {
+                kill_children(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -502,6 +503,24 @@ fn run_child(mut cmd: Command, timeout: Duration) -> Sample {
                 .unwrap_or("no output");
             Sample::failed(format!("{status}: {last}"))
         }
+    }
+}
+
+/// Kills the processes a hung child started (the tunnel workload's tunnel processes),
+/// which would outlive it otherwise.
+fn kill_children(pid: u32) {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let Ok(list) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let pids: Vec<&str> = list.split_whitespace().collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
