@@ -380,3 +380,35 @@ async fn the_tunnel_workload_runs_every_carrier_in_its_own_processes() {
     })
     .await;
 }
+
+/// A tunnel that cannot start is a failed run whose error says which process and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_process_that_cannot_start_is_a_one_line_failure() {
+    bounded(async {
+        let args = [
+            "bench-child",
+            "--lib",
+            "braid-smux1",
+            "--workload",
+            "tunnel",
+            "--bytes",
+            "1000",
+        ];
+        let (code, out, err) = braid_with(&args, &[("BRAID_BENCH_TUNNEL_FLAGS", "--bogus")]).await;
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ok"], false, "{v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("the braid server did not start listening (exit status: 2): error: ")
+                && e.contains("--bogus")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let (_, out, _) =
+            braid(&["bench-child", "--lib", "go-smux1", "--workload", "tunnel"]).await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["error"], "no Go tunnel (--go-peer)", "{v}");
+    })
+    .await;
+}

@@ -12,7 +12,7 @@
 //! the Go tunnel closes a connection as a whole when either direction ends.
 
 use super::sample::Sample;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -120,6 +120,7 @@ pub async fn run(
     let cpu = tunnel.cpu_seconds() - cpu0;
     let rss = tunnel.peak_rss_kib();
     if let Err(e) = sent {
+        let mut tunnel = tunnel;
         let why = tunnel.diagnostics();
         sink_task.abort();
         return Err(io::Error::new(e.kind(), format!("{e}{why}")));
@@ -211,8 +212,10 @@ async fn serve_sink(
 struct Proc {
     child: Child,
     name: &'static str,
-    /// What it wrote on stderr, kept for error messages.
+    /// What it wrote on stderr, line by line, kept for error messages.
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr: done once the process has exited.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -226,14 +229,17 @@ impl Proc {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start the {name}: {e}")))?;
         let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut pipe) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|pipe| {
             let keep = stderr.clone();
             std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = pipe.read_to_string(&mut text);
-                *keep.lock().unwrap_or_else(|e| e.into_inner()) = text;
-            });
-        }
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = keep.lock().unwrap_or_else(|e| e.into_inner());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            })
+        });
         let (tx, rx) = mpsc::channel();
         if let Some(pipe) = child.stdout.take() {
             // Reads every line, so that a chatty process never blocks on a full pipe.
@@ -248,6 +254,7 @@ impl Proc {
             child,
             name,
             stderr,
+            stderr_reader,
         };
         let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
             let status = proc.child.try_wait().ok().flatten();
@@ -267,11 +274,18 @@ impl Proc {
         Ok((proc, addr))
     }
 
-    fn stderr_tail(&self) -> String {
-        // The thread fills it at exit; a moment for a process that just died.
-        std::thread::sleep(Duration::from_millis(50));
+    /// The line of its stderr that says what went wrong: a usage error, or the last one.
+    fn stderr_tail(&mut self) -> String {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Exited: its stderr is closed, so the reader finishes.
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+        }
         let text = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        // clap's usage errors end with a hint: the line that says what went wrong.
+        let line = text.lines().find(|l| l.starts_with("error:"));
+        match line.or_else(|| text.lines().rev().find(|l| !l.trim().is_empty())) {
             Some(last) => format!(": {last}"),
             None => String::new(),
         }
@@ -408,9 +422,9 @@ impl Tunnel {
     }
 
     /// Whatever the tunnel processes said before a failure.
-    fn diagnostics(&self) -> String {
+    fn diagnostics(&mut self) -> String {
         let mut out = String::new();
-        for p in &self.procs {
+        for p in &mut self.procs {
             let tail = p.stderr_tail();
             if !tail.is_empty() {
                 out.push_str(&format!(" ({}{tail})", p.name));
