@@ -49,7 +49,9 @@ mod fec;
 mod listener;
 mod stream;
 
-pub use codec::{first_conv_of, Codec, CodecStats, DecodeError, CRYPT_HEADER, MAX_DATAGRAM};
+pub use codec::{
+    first_conv_of, Codec, CodecStats, Counters, DecodeError, CRYPT_HEADER, MAX_DATAGRAM,
+};
 pub use comp::{with_compression, CompStream, Duplex};
 pub use config::{Config, Mode};
 pub use conn::Conn;

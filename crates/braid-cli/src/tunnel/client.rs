@@ -103,6 +103,9 @@ impl Client {
               auth = s.auth.describe(), "client started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
+            if let Some(kcp) = &s.kcp {
+                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
+            }
         }
         let keepers = TaskTracker::new();
         for slot in 0..s.conns {
@@ -169,7 +172,7 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
         };
         match attempt {
             Ok(session) => {
-                let _gauge: Gauge = ctx.stats.session();
+                let gauge: Gauge = ctx.stats.session();
                 let since = Instant::now();
                 ctx.pool.set(slot, Some(session.clone()));
                 info!(carrier = slot, "connected to {}", s.server);
@@ -180,6 +183,14 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
                     }
                     // Stays in the pool for the final close.
                     _ = ctx.stop.cancelled() => return,
+                    // KCP's --autoexpire: a new session for new streams, at once.
+                    _ = super::kcp::expired(&s.kcp) => {
+                        info!(carrier = slot, "session expired (--autoexpire): replacing it");
+                        ctx.pool.set(slot, None);
+                        super::kcp::retire(session, &s.kcp, ctx.kill.clone(), gauge);
+                        delay = BACKOFF_MIN;
+                        continue;
+                    }
                 }
                 ctx.pool.set(slot, None);
                 if since.elapsed() >= BACKOFF_MAX {

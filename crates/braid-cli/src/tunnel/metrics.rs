@@ -91,6 +91,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics, with `extra` ones (the KCP transport's) if given.
+    pub fn with(extra: Option<Box<dyn Collector>>) -> Metrics {
+        let mut m = Metrics::default();
+        if let Some(c) = extra {
+            m.registry.register_collector(c);
+        }
+        m
+    }
+
     /// Counts a session of `protocol` while the guard lives, and its bytes.
     pub fn session(self: &Arc<Self>, protocol: &'static str, session: &Session) -> SessionGuard {
         self.sessions.get_or_create(&proto(protocol)).inc();

@@ -71,9 +71,11 @@ impl Server {
         Ok(Server {
             listener,
             metrics_listener,
+            metrics: Arc::new(Metrics::with(settings.kcp.as_ref().map(|k| {
+                Box::new(super::kcp::KcpCollector(k.config.counters.clone())) as _
+            }))),
             settings,
             stats: Arc::default(),
-            metrics: Arc::default(),
         })
     }
 
@@ -129,6 +131,9 @@ impl Server {
               auth = s.auth.describe(), limits = ?s.limits, "server started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
+            if let Some(kcp) = &s.kcp {
+                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
+            }
         }
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
