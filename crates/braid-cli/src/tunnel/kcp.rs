@@ -534,6 +534,118 @@ mod tests {
         );
     }
 
+    #[test]
+    fn kcptun_socket_session_and_manual_mode_flags() {
+        let c = client(&[
+            "--transport=kcp",
+            "--dscp=46",
+            "--sockbuf=65536",
+            "--autoexpire=30",
+            "--scavengettl=5",
+            "--mode=manual",
+            "--nodelay=1",
+            "--interval=5",
+            "--resend=2",
+            "--nc=1",
+            "--dead-after=0",
+        ])
+        .unwrap();
+        let k = c.kcp.unwrap();
+        assert_eq!((k.config.dscp, k.config.sockbuf), (46, 65536));
+        assert_eq!(k.autoexpire, Some(Duration::from_secs(30)));
+        assert_eq!(k.scavenge_ttl, Duration::from_secs(5));
+        // --interval is clamped to 10..=5000, as kcp-go does.
+        assert_eq!(
+            k.config.mode,
+            Mode::Manual {
+                nodelay: true,
+                interval: 10,
+                resend: 2,
+                nc: true
+            }
+        );
+        assert_eq!(k.config.dead_after, Duration::MAX);
+        // Defaults; the manual flags count with --mode manual only (as kcptun).
+        let k = client(&["--transport=kcp", "--nodelay=1", "--dead-after=9"])
+            .unwrap()
+            .kcp
+            .unwrap();
+        assert_eq!(k.config.mode, Mode::Fast);
+        assert_eq!((k.config.dscp, k.config.sockbuf), (0, 4 << 20));
+        assert_eq!(
+            (k.autoexpire, k.scavenge_ttl),
+            (None, Duration::from_secs(600))
+        );
+        assert_eq!(k.config.dead_after, Duration::from_secs(9));
+        let k = client(&["--transport=kcp", "--mode=manual"])
+            .unwrap()
+            .kcp
+            .unwrap();
+        assert_eq!(k.config.mode, Mode::parse("manual").unwrap());
+        let k = client(&["--transport=kcp", "--autoexpire=0"])
+            .unwrap()
+            .kcp
+            .unwrap();
+        assert_eq!(k.autoexpire, None);
+    }
+
+    #[test]
+    fn unsupported_or_misplaced_kcptun_flags_are_usage_errors() {
+        let m = match client(&["--transport=kcp", "--tcp"]) {
+            Err(Error::Usage(m)) => m,
+            _ => panic!("--tcp accepted"),
+        };
+        assert!(
+            m.contains("--tcp (kcptun's fake-TCP mode) is not supported"),
+            "{m}"
+        );
+        let m = match client(&["--transport=kcp", "--dscp=64"]) {
+            Err(Error::Usage(m)) => m,
+            _ => panic!("--dscp 64 accepted"),
+        };
+        assert!(m.contains("invalid --dscp 64"), "{m}");
+        let m = match server(&["--transport=kcp", "--autoexpire=5"]) {
+            Err(Error::Usage(m)) => m,
+            _ => panic!("server --autoexpire accepted"),
+        };
+        assert!(m.contains("client flags"), "{m}");
+        assert!(server(&["--transport=kcp", "--dscp=10", "--sockbuf=1000"]).is_ok());
+    }
+
+    #[test]
+    fn kcp_counters_are_metrics() {
+        let config = Config::server();
+        // Two codecs made from the config add to its counters.
+        let mut tx = braid_kcp::Codec::with_totals(Crypt::none(), 2, 1, config.counters.clone());
+        let mut rx = braid_kcp::Codec::with_totals(Crypt::none(), 2, 1, config.counters.clone());
+        let mut sent = Vec::new();
+        for p in [[81u8; 30], [82; 30]] {
+            tx.encode(&p, |d| sent.push(d));
+        }
+        sent.remove(0); // lost: FEC rebuilds it
+        for mut d in sent {
+            rx.decode(&mut d, |_, _| {}).unwrap();
+        }
+        let m = super::super::metrics::Metrics::with(Some(Box::new(KcpCollector(
+            config.counters.clone(),
+        ))));
+        let text = m.render();
+        for line in [
+            "braid_tunnel_kcp_datagrams_sent_total 3",
+            "braid_tunnel_kcp_datagrams_received_total 2",
+            "braid_tunnel_kcp_fec_parity_sent_total 1",
+            "braid_tunnel_kcp_fec_parity_received_total 1",
+            "braid_tunnel_kcp_fec_recovered_total 1",
+            "braid_tunnel_kcp_bad_checksum_total 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+        assert_eq!(
+            config.counters.snapshot().to_string(),
+            "received=2 sent=3 bad_checksum=0 parity_received=1 parity_sent=1 fec_recovered=1"
+        );
+    }
+
     fn from_file(name: &str, text: &str, flags: &[&str]) -> super::super::ClientSettings {
         let dir = std::env::temp_dir().join(format!("braid-kcp-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -550,7 +662,9 @@ mod tests {
     fn config_file_takes_every_kcp_key_and_kcptun_aliases() {
         let text = "listen = \"127.0.0.1:0\"\nserver = \"h:1\"\ntransport = \"kcp\"\n\
                     crypt = \"salsa20\"\nkey = \"k\"\ndatashard = 5\nparityshard = 2\n\
-                    nocomp = true\nmode = \"normal\"\nmtu = 1400\nsndwnd = 32\nrcvwnd = 64\n";
+                    nocomp = true\nmode = \"normal\"\nmtu = 1400\nsndwnd = 32\nrcvwnd = 64\n\
+                    dscp = 8\nsockbuf = 1048576\nautoexpire = 60\nscavengettl = 30\n\
+                    nodelay = 1\ninterval = 20\nresend = 2\nnc = 1\ndead-after = 7\ntcp = false\n";
         for key in super::super::config::keys::<KcpArgs>() {
             assert!(text.contains(&format!("{key} =")), "key {key} untested");
         }
@@ -564,6 +678,10 @@ mod tests {
             (1400, 32, 64)
         );
         assert!(!k.compress);
+        assert_eq!((k.config.dscp, k.config.sockbuf), (8, 1 << 20));
+        assert_eq!(k.autoexpire, Some(Duration::from_secs(60)));
+        assert_eq!(k.scavenge_ttl, Duration::from_secs(30));
+        assert_eq!(k.config.dead_after, Duration::from_secs(7));
         let c = from_file(
             "aliases.toml",
             "localaddr = \"127.0.0.1:0\"\nremoteaddr = \"h:2\"\ntransport = \"kcp\"\n\
