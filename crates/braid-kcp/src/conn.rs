@@ -192,9 +192,9 @@ impl Conn {
     /// flushes if input acknowledged data since the last call. Call it after each batch
     /// of [`Conn::input`]s.
     pub fn update(&mut self, now: u32) {
-        let tick = self.kcp.check(now) == 0;
         let _ = self.kcp.update(now); // flushes on KCP's own tick only
-        if std::mem::take(&mut self.acked) && !tick {
+        if std::mem::take(&mut self.acked) {
+            // Right after a tick's flush this one finds nothing due: a scan, no packets.
             let _ = self.kcp.flush();
         }
     }
