@@ -43,7 +43,7 @@ pub struct Conn {
     pub rejected: u64,
     /// Input acknowledged some of our segments since the last flush.
     acked: bool,
-    /// A datagram that opens another conversation arrived (see [`Conn::new_conversation`]).
+    /// A datagram that opens another conversation arrived (see [`Conn::take_new_conversation`]).
     new_conv: Option<u32>,
     /// The highest cumulative ACK (`una`) the peer has sent.
     una_high: Option<u32>,
@@ -136,8 +136,9 @@ impl Conn {
     /// its first segment has another id and sequence number 0 (a client that restarted
     /// from the same address). kcp-go's listener replaces the session then; the
     /// datagram was not used, and [`Conn::reseal`] gives it back as it arrived.
-    pub fn new_conversation(&self) -> Option<u32> {
-        self.new_conv
+    /// Each such datagram is reported once.
+    pub fn take_new_conversation(&mut self) -> Option<u32> {
+        self.new_conv.take()
     }
 
     /// Encrypts a datagram that [`Conn::input`] decrypted back to what arrived.

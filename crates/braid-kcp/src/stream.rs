@@ -288,7 +288,7 @@ impl Driver {
                     if let Err(e) = st.conn.input(&mut d, now) {
                         tracing::trace!(peer = %self.peer, "datagram dropped: {e}");
                     }
-                    if let (None, Some(conv)) = (replaced, st.conn.new_conversation()) {
+                    if let (None, Some(conv)) = (replaced, st.conn.take_new_conversation()) {
                         st.conn.reseal(&mut d);
                         replaced = self.give_back(d, conv);
                     }
@@ -521,4 +521,22 @@ pub(crate) fn udp_socket(addr: SocketAddr, config: &Config) -> io::Result<UdpSoc
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dscp_and_sockbuf_reach_the_socket() {
+        let mut config = Config::client();
+        config.dscp = 46;
+        config.sockbuf = 64 * 1024;
+        let socket = udp_socket("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let s = socket2::SockRef::from(&socket);
+        assert_eq!(s.tos_v4().unwrap(), 46 << 2);
+        // Linux doubles the size asked for (bookkeeping); other systems take it as is.
+        let got = s.recv_buffer_size().unwrap();
+        assert!((64 * 1024..=128 * 1024).contains(&got), "{got}");
+    }
 }

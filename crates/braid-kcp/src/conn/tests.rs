@@ -162,7 +162,8 @@ fn other_conversation_is_rejected_by_kcp() {
     let mut d = a.poll_datagram().unwrap();
     let arrived = d.clone();
     b.input(&mut d, 1).unwrap();
-    assert_eq!(b.new_conversation(), Some(1));
+    assert_eq!(b.take_new_conversation(), Some(1));
+    assert_eq!(b.take_new_conversation(), None);
     b.reseal(&mut d);
     assert_eq!(d, arrived);
     // Later segments are rejected.
