@@ -189,3 +189,55 @@ async fn braid_server_replaces_kcptun_server() {
     })
     .await
 }
+
+/// Waits (bounded) until `cond` holds.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed().as_secs() < 10, "{what}: not within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// kcptun-client's `--autoexpire`: after it, new streams go over a new KCP session; the
+/// old one keeps carrying its streams, and closes once it carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoexpire_replaces_sessions_and_keeps_their_streams() {
+    bounded(async {
+        let target = echo_target().await;
+        let flags = [
+            "--transport=kcp",
+            "--crypt=none",
+            "--nocomp",
+            "--ds=0",
+            "--ps=0",
+        ];
+        let server = start_server(target, &flags).await;
+        let client = start_client(server.addr, &[&flags[..], &["--autoexpire=1"]].concat()).await;
+        // A connection on the first session, kept open across the expiry.
+        let mut held = TcpStream::connect(client.addr).await.unwrap();
+        held.write_all(b"first").await.unwrap();
+        let mut buf = [0u8; 5];
+        held.read_exact(&mut buf).await.unwrap();
+        assert_eq!(server.stats.snapshot().sessions, 1);
+        wait_for("a second session after --autoexpire 1", || {
+            client.stats.snapshot().sessions == 2
+        })
+        .await;
+        // New connections go over the new session...
+        echo(client.addr, 1, 50_000).await;
+        assert_eq!(server.stats.snapshot().sessions, 2);
+        // ...and the old one still carries its stream.
+        held.write_all(b"again").await.unwrap();
+        held.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"again");
+        drop(held);
+        wait_for("the expired session closed once unused", || {
+            client.stats.snapshot().sessions == 1
+        })
+        .await;
+        client.shutdown().await;
+        server.shutdown().await;
+    })
+    .await
+}

@@ -5,6 +5,8 @@
 use crate::crypt::Crypt;
 use crate::fec::{self, FEC_HEADER, TYPE_DATA, TYPE_PARITY};
 use rand::RngCore;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// Nonce and CRC32: the header every kcptun datagram has, `--crypt none` too.
 pub const CRYPT_HEADER: usize = 20;
@@ -26,7 +28,8 @@ pub enum DecodeError {
     FecSize,
 }
 
-/// Counters of one session's datagram layer.
+/// Counters of a datagram layer: one session's ([`crate::KcpStream::stats`]), or the
+/// totals of every session made with one [`crate::Config`] ([`Counters`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CodecStats {
     /// Datagrams that passed the checksum.
@@ -37,24 +40,98 @@ pub struct CodecStats {
     pub parity: u64,
     /// Data packets rebuilt from parity.
     pub fec_recovered: u64,
+    /// Datagrams sent (parity included).
+    pub sent: u64,
+    /// Parity packets sent.
+    pub parity_sent: u64,
+}
+
+impl std::fmt::Display for CodecStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received={} sent={} bad_checksum={} parity_received={} parity_sent={} \
+             fec_recovered={}",
+            self.valid,
+            self.sent,
+            self.bad_checksum,
+            self.parity,
+            self.parity_sent,
+            self.fec_recovered
+        )
+    }
+}
+
+/// [`CodecStats`] totals shared by sessions (a [`crate::Config`] holds one: every
+/// session made with it, or with a clone, adds to it).
+#[derive(Debug, Default)]
+pub struct Counters {
+    valid: AtomicU64,
+    bad_checksum: AtomicU64,
+    parity: AtomicU64,
+    fec_recovered: AtomicU64,
+    sent: AtomicU64,
+    parity_sent: AtomicU64,
+}
+
+impl Counters {
+    /// The totals so far.
+    pub fn snapshot(&self) -> CodecStats {
+        CodecStats {
+            valid: self.valid.load(Relaxed),
+            bad_checksum: self.bad_checksum.load(Relaxed),
+            parity: self.parity.load(Relaxed),
+            fec_recovered: self.fec_recovered.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            parity_sent: self.parity_sent.load(Relaxed),
+        }
+    }
+
+    /// Counts a datagram that failed the checksum outside a session (a listener's).
+    pub(crate) fn bad_checksum(&self) {
+        self.bad_checksum.fetch_add(1, Relaxed);
+    }
+}
+
+/// Adds `n` to a counter of a session and to the shared total.
+macro_rules! count {
+    ($codec:expr, $field:ident, $n:expr) => {{
+        let n = $n;
+        $codec.stats.$field += n;
+        $codec.totals.$field.fetch_add(n, Relaxed);
+    }};
 }
 
 /// Encodes and decodes one session's datagrams.
 pub struct Codec {
     crypt: Crypt,
     encoder: Option<fec::Encoder>,
+    /// Made at the first FEC packet when FEC is off here (kcp-go's rule: the peer's
+    /// parity is still used, with its shard counts).
     decoder: Option<fec::Decoder>,
     stats: CodecStats,
+    totals: Arc<Counters>,
 }
 
 impl Codec {
     /// A codec with this cipher and FEC shard counts (FEC is on iff both are positive).
     pub fn new(crypt: Crypt, data_shards: usize, parity_shards: usize) -> Codec {
+        Codec::with_totals(crypt, data_shards, parity_shards, Arc::default())
+    }
+
+    /// A codec that also adds its counts to `totals`.
+    pub fn with_totals(
+        crypt: Crypt,
+        data_shards: usize,
+        parity_shards: usize,
+        totals: Arc<Counters>,
+    ) -> Codec {
         Codec {
             crypt,
             encoder: fec::Encoder::new(data_shards, parity_shards),
             decoder: fec::Decoder::new(data_shards, parity_shards),
             stats: CodecStats::default(),
+            totals,
         }
     }
 
@@ -76,7 +153,12 @@ impl Codec {
     /// Turns one KCP output packet into the datagrams to send (1, or 1 + parity).
     pub fn encode(&mut self, kcp: &[u8], mut out: impl FnMut(Vec<u8>)) {
         let crypt = &self.crypt;
+        let (mut sent, mut parity) = (0, 0);
         let mut seal = |body: &[u8]| {
+            sent += 1;
+            if fec_header(body).is_some_and(|(_, flag)| flag == TYPE_PARITY) {
+                parity += 1;
+            }
             let mut d = vec![0u8; CRYPT_HEADER + body.len()];
             rand::thread_rng().fill_bytes(&mut d[..NONCE]);
             d[CRYPT_HEADER..].copy_from_slice(body);
@@ -89,48 +171,51 @@ impl Codec {
             None => seal(kcp),
             Some(enc) => enc.encode(kcp, seal),
         }
+        count!(self, sent, sent);
+        if parity > 0 {
+            count!(self, parity_sent, parity);
+        }
     }
 
-    /// Decrypts and checks one datagram in place; passes each KCP packet it holds (the
-    /// datagram's own, and any that FEC recovers with it) to `kcp`.
+    /// Decrypts and checks one datagram in place; passes each KCP packet it holds to
+    /// `kcp`: the datagram's own (`false`), and any that FEC recovers with it (`true`).
     pub fn decode(
         &mut self,
         datagram: &mut [u8],
-        mut kcp: impl FnMut(&[u8]),
+        mut kcp: impl FnMut(&[u8], bool),
     ) -> Result<(), DecodeError> {
-        let body = match self.open(datagram) {
+        let body = match open(&self.crypt, datagram) {
             Ok(body) => body,
             Err(e) => {
                 if e == DecodeError::Checksum {
-                    self.stats.bad_checksum += 1;
+                    count!(self, bad_checksum, 1);
                 }
                 return Err(e);
             }
         };
-        self.stats.valid += 1;
+        count!(self, valid, 1);
         let Some((seqid, flag)) = fec_header(body) else {
-            kcp(body);
+            kcp(body, false);
             return Ok(());
         };
         let parity = flag == TYPE_PARITY;
         if parity {
-            self.stats.parity += 1;
+            count!(self, parity, 1);
         } else {
-            kcp(data_payload(body)?);
+            kcp(data_payload(body)?, false);
         }
-        // Without local FEC, data packets are still unwrapped and parity is ignored.
-        if let Some(dec) = &mut self.decoder {
-            for recovered in dec.decode(seqid, parity, &body[FEC_HEADER..]) {
-                self.stats.fec_recovered += 1;
-                kcp(&recovered);
-            }
+        let dec = self.decoder.get_or_insert_with(fec::Decoder::learning);
+        for recovered in dec.decode(seqid, parity, &body[FEC_HEADER..]) {
+            count!(self, fec_recovered, 1);
+            kcp(&recovered, true);
         }
         Ok(())
     }
 
-    /// Decrypts and checks the CRC; returns the bytes after the header.
-    fn open<'a>(&self, datagram: &'a mut [u8]) -> Result<&'a [u8], DecodeError> {
-        open(&self.crypt, datagram)
+    /// Encrypts a datagram that [`Codec::decode`] decrypted back to what arrived (the
+    /// ciphers restart for each datagram, so this is exact).
+    pub fn reseal(&self, datagram: &mut [u8]) {
+        self.crypt.encrypt(datagram);
     }
 }
 
@@ -210,7 +295,7 @@ mod tests {
         let mut got = Vec::new();
         for mut d in datagrams {
             assert!(d.len() <= 24 + 24 + 28);
-            rx.decode(&mut d, |k| got.push(k.to_vec())).unwrap();
+            rx.decode(&mut d, |k, _| got.push(k.to_vec())).unwrap();
         }
         assert_eq!(got, packets);
     }
@@ -228,9 +313,9 @@ mod tests {
         let mut rx = Codec::new(Crypt::new("aes", "b").unwrap(), 0, 0);
         let mut d = Vec::new();
         tx.encode(&[81; 30], |x| d = x);
-        assert_eq!(rx.decode(&mut d, |_| {}), Err(DecodeError::Checksum));
+        assert_eq!(rx.decode(&mut d, |_, _| {}), Err(DecodeError::Checksum));
         assert_eq!(rx.stats().bad_checksum, 1);
-        assert_eq!(rx.decode(&mut [0u8; 5], |_| {}), Err(DecodeError::Short));
+        assert_eq!(rx.decode(&mut [0u8; 5], |_, _| {}), Err(DecodeError::Short));
     }
 
     #[test]
@@ -240,5 +325,30 @@ mod tests {
         tx.encode(b"kcp", |x| d = x);
         assert_eq!(&d[20..], b"kcp");
         assert_eq!(d[16..20], crc32fast::hash(b"kcp").to_le_bytes());
+    }
+
+    #[test]
+    fn fec_off_here_still_uses_the_peers_parity() {
+        let c = Crypt::new("aes", "k").unwrap();
+        let mut tx = Codec::new(c.clone(), 10, 3);
+        let mut rx = Codec::new(c, 0, 0);
+        let packets: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 30]).collect();
+        let mut datagrams = Vec::new();
+        for p in &packets {
+            tx.encode(p, |d| datagrams.push(d));
+        }
+        assert_eq!(tx.stats().parity_sent, 30);
+        assert_eq!(tx.stats().sent, 130);
+        let mut got = Vec::new();
+        for (i, mut d) in datagrams.into_iter().enumerate() {
+            if i == 13 * 5 + 4 {
+                continue; // a data packet of the sixth group
+            }
+            rx.decode(&mut d, |k, _| got.push(k.to_vec())).unwrap();
+        }
+        assert_eq!(rx.stats().parity, 30);
+        assert_eq!(rx.stats().fec_recovered, 1);
+        got.sort();
+        assert_eq!(got, packets);
     }
 }

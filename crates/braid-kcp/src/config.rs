@@ -1,6 +1,8 @@
 //! Transport settings, named and defaulted as kcptun's flags.
 
+use crate::codec::Counters;
 use crate::crypt::Crypt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// kcptun's `--mode`: KCP's (nodelay, interval ms, fast resend, no congestion control).
@@ -90,6 +92,15 @@ pub struct Config {
     pub max_sessions: usize,
     /// Listener: sessions created but not yet accepted.
     pub accept_backlog: usize,
+    /// UDP socket send and receive buffer size in bytes (`--sockbuf`, 4 MiB; the kernel
+    /// may cap it at net.core.wmem_max / rmem_max).
+    pub sockbuf: usize,
+    /// DSCP of sent datagrams (`--dscp`, 0..=63): the IPv4 TOS byte or IPv6 traffic
+    /// class is `dscp << 2`.
+    pub dscp: u8,
+    /// Datagram-layer totals of every session made with this configuration (or a
+    /// clone of it): checksum failures, parity, FEC recoveries.
+    pub counters: Arc<Counters>,
 }
 
 impl Config {
@@ -107,6 +118,9 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             max_sessions: 1024,
             accept_backlog: 128,
+            sockbuf: 4 << 20,
+            dscp: 0,
+            counters: Arc::default(),
         }
     }
 
@@ -145,6 +159,12 @@ impl Config {
             if !(10..=5000).contains(&interval) {
                 return Err(format!("invalid --interval {interval}: allowed 10..=5000"));
             }
+        }
+        if self.dscp > 63 {
+            return Err(format!("invalid --dscp {}: allowed 0..=63", self.dscp));
+        }
+        if self.sockbuf == 0 {
+            return Err("invalid --sockbuf 0: must be > 0".into());
         }
         if self.max_sessions == 0 || self.accept_backlog == 0 {
             return Err("max_sessions and accept_backlog must be > 0".into());

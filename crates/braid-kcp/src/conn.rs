@@ -41,21 +41,25 @@ pub struct Conn {
     busy_since: u32,
     /// KCP segments the KCP layer rejected (conv mismatch, bad command).
     pub rejected: u64,
-    /// The peer's latest cumulative ACK (`una`) and highest selective ACK seen.
-    peer_una: Option<u32>,
-    max_acked: Option<u32>,
-    /// Since when the peer has acknowledged a segment beyond its own `una`.
-    gap_since: Option<u32>,
+    /// Input acknowledged some of our segments since the last flush.
+    acked: bool,
+    /// A datagram that opens another conversation arrived (see [`Conn::take_new_conversation`]).
+    new_conv: Option<u32>,
+    /// The highest cumulative ACK (`una`) the peer has sent.
+    una_high: Option<u32>,
+    /// Since when every packet of the peer has carried a `una` below `una_high`.
+    una_behind_since: Option<u32>,
 }
 
 impl Conn {
     /// A session with conversation id `conv`, at time `now` (ms).
     pub fn new(conv: u32, config: &Config, now: u32) -> Conn {
         let outbox = Outbox::default();
-        let codec = Codec::new(
+        let codec = Codec::with_totals(
             config.crypt.clone(),
             config.data_shards,
             config.parity_shards,
+            config.counters.clone(),
         );
         let mut kcp = Kcp::new_stream(conv, outbox.clone());
         kcp.set_mtu(config.mtu - codec.overhead())
@@ -73,9 +77,10 @@ impl Conn {
             last_rx: None,
             busy_since: now,
             rejected: 0,
-            peer_una: None,
-            max_acked: None,
-            gap_since: None,
+            acked: false,
+            new_conv: None,
+            una_high: None,
+            una_behind_since: None,
         }
     }
 
@@ -85,31 +90,67 @@ impl Conn {
     }
 
     /// Takes one received datagram (decrypted in place).
+    ///
+    /// Two of kcp-go's rules the `kcp` crate (C ikcp's) lacks are applied here: each ACK
+    /// segment counts towards fast retransmission of the segments sent before it (ikcp
+    /// counts once per packet, so a loss waited for two more ACK packets), and a packet
+    /// that acknowledges data makes the next [`Conn::update`] flush at once (new data and
+    /// retransmissions go out clocked by ACKs, not by the next `interval` tick; kcp-go
+    /// flushes per packet, we per batch of datagrams: fewer, fuller packets).
     pub fn input(&mut self, datagram: &mut [u8], now: u32) -> Result<(), DecodeError> {
+        // The crate reads the clock only in `update`: give RTT samples and what input
+        // sends the current time.
+        let _ = self.kcp.update(now);
         let kcp = &mut self.kcp;
-        let mut rejected = 0;
-        let (mut una, mut acked) = (self.peer_una, self.max_acked);
-        self.codec.decode(datagram, |packet| {
-            scan_acks(packet, kcp.conv(), &mut una, &mut acked);
-            if kcp.input(packet).is_err() {
-                rejected += 1;
+        let (mut rejected, mut acked) = (0, false);
+        let (mut high, mut behind) = (self.una_high, self.una_behind_since);
+        let mut new_conv = None;
+        self.codec.decode(datagram, |packet, recovered| {
+            if !recovered {
+                if let Some(conv) = opens_other_conversation(packet, kcp.conv()) {
+                    new_conv = Some(conv);
+                    return;
+                }
+                note_una(packet, kcp.conv(), now, &mut high, &mut behind);
             }
+            let waiting = kcp.wait_snd();
+            for segment in segments(packet) {
+                if kcp.input(segment).is_err() {
+                    rejected += 1;
+                    break; // as kcp-go: the rest of the packet is dropped
+                }
+            }
+            acked |= kcp.wait_snd() < waiting;
         })?;
+        self.acked |= acked;
         self.rejected += rejected;
-        (self.peer_una, self.max_acked) = (una, acked);
-        match (una, acked) {
-            (Some(u), Some(a)) if a.wrapping_sub(u) as i32 >= 0 => {
-                self.gap_since.get_or_insert(now);
-            }
-            _ => self.gap_since = None,
+        if new_conv.is_some() {
+            self.new_conv = new_conv;
         }
+        (self.una_high, self.una_behind_since) = (high, behind);
         self.last_rx = Some(now);
         Ok(())
     }
 
-    /// Whether KCP takes more data now (kcp-go's rule: fewer than sndwnd packets waiting).
+    /// The conversation id of a datagram that opened another conversation, if one came:
+    /// its first segment has another id and sequence number 0 (a client that restarted
+    /// from the same address). kcp-go's listener replaces the session then; the
+    /// datagram was not used, and [`Conn::reseal`] gives it back as it arrived.
+    /// Each such datagram is reported once.
+    pub fn take_new_conversation(&mut self) -> Option<u32> {
+        self.new_conv.take()
+    }
+
+    /// Encrypts a datagram that [`Conn::input`] decrypted back to what arrived.
+    pub fn reseal(&self, datagram: &mut [u8]) {
+        self.codec.reseal(datagram);
+    }
+
+    /// Whether KCP takes more data now (kcp-go's rule: fewer packets waiting than both
+    /// our send window and the peer's receive window).
     pub fn writable(&self) -> bool {
-        self.kcp.wait_snd() < self.sndwnd
+        let waiting = self.kcp.wait_snd();
+        waiting < self.sndwnd && waiting < self.kcp.rmt_wnd() as usize
     }
 
     /// Queues up to 64 KiB of `data` and sends what the windows allow; 0 if not writable.
@@ -121,6 +162,7 @@ impl Conn {
             self.busy_since = now;
         }
         let n = data.len().min(MAX_SEND);
+        let _ = self.kcp.update(now); // the clock, for the new segments' timestamps
         let sent = self.kcp.send(&data[..n]).unwrap_or(0);
         let _ = self.kcp.flush();
         sent
@@ -147,9 +189,15 @@ impl Conn {
         self.kcp.peeksize().ok()
     }
 
-    /// Runs KCP's timers (retransmission, window probes, delayed ACKs) at `now`.
+    /// Runs KCP's timers (retransmission, window probes, delayed ACKs) at `now`, and
+    /// flushes if input acknowledged data since the last call. Call it after each batch
+    /// of [`Conn::input`]s.
     pub fn update(&mut self, now: u32) {
-        let _ = self.kcp.update(now);
+        let _ = self.kcp.update(now); // flushes on KCP's own tick only
+        if std::mem::take(&mut self.acked) {
+            // Right after a tick's flush this one finds nothing due: a scan, no packets.
+            let _ = self.kcp.flush();
+        }
     }
 
     /// Milliseconds until [`Conn::update`] is due.
@@ -192,11 +240,13 @@ impl Conn {
         now.wrapping_sub(since) >= after_ms
     }
 
-    /// Whether the peer has acknowledged segments past its cumulative ACK for `after_ms`:
-    /// it lost the start of the stream, which happens when a kcp-go listener closed the
-    /// session (bad smux version or compression) and made a new one for our packets.
+    /// Whether the peer has lost the start of the session for `after_ms`: every packet
+    /// it sent for that long acknowledged less (`una`) than it had before. A live KCP
+    /// peer's `una` never goes back (a late, reordered packet is followed by current
+    /// ones); it does when a kcp-go listener closed the session (bad smux version or
+    /// compression) and made a new one for our next packets, with nothing received.
     pub fn peer_restarted(&self, now: u32, after_ms: u32) -> bool {
-        self.gap_since
+        self.una_behind_since
             .is_some_and(|since| now.wrapping_sub(since) >= after_ms)
     }
 
@@ -211,23 +261,54 @@ impl Conn {
     }
 }
 
-/// Notes the `una` and ACKed `sn` of each segment of a KCP packet for `conv`
-/// (`conv u32 | cmd u8 | frg u8 | wnd u16 | ts u32 | sn u32 | una u32 | len u32 | data`).
-fn scan_acks(mut packet: &[u8], conv: u32, una: &mut Option<u32>, acked: &mut Option<u32>) {
-    let later = |new: u32, old: Option<u32>| old.is_none_or(|o| new.wrapping_sub(o) as i32 > 0);
-    while packet.len() >= 24 {
-        let word = |at: usize| u32::from_le_bytes(packet[at..at + 4].try_into().expect("4"));
-        if word(0) != conv {
-            return;
+/// KCP segment header: `conv u32 | cmd u8 | frg u8 | wnd u16 | ts u32 | sn u32 | una u32 |
+/// len u32`, then `len` bytes.
+const SEGMENT_HEADER: usize = 24;
+
+/// The segments of a KCP packet, each with its data; a malformed rest comes last, whole
+/// (KCP rejects it).
+fn segments(mut packet: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if packet.is_empty() {
+            return None;
         }
-        let (sn, seg_una, len) = (word(12), word(16), word(20) as usize);
-        if later(seg_una, *una) {
-            *una = Some(seg_una);
+        let len = packet
+            .get(20..SEGMENT_HEADER)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        let end = match len {
+            Some(len) if len <= packet.len() - SEGMENT_HEADER => SEGMENT_HEADER + len,
+            _ => packet.len(),
+        };
+        let (segment, rest) = packet.split_at(end);
+        packet = rest;
+        Some(segment)
+    })
+}
+
+/// The conversation id of a packet whose first segment starts another conversation
+/// (another id, sequence number 0), as kcp-go's listener checks.
+fn opens_other_conversation(packet: &[u8], conv: u32) -> Option<u32> {
+    let header = packet.get(..SEGMENT_HEADER)?;
+    let id = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let sn = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    (id != conv && sn == 0).then_some(id)
+}
+
+/// Follows the peer's cumulative ACK: the `una` of a packet's first segment (all carry
+/// the same) against the highest seen.
+fn note_una(packet: &[u8], conv: u32, now: u32, high: &mut Option<u32>, behind: &mut Option<u32>) {
+    if packet.len() < SEGMENT_HEADER || packet[..4] != conv.to_le_bytes() {
+        return;
+    }
+    let una = u32::from_le_bytes(packet[16..20].try_into().expect("4 bytes"));
+    match *high {
+        Some(h) if (una.wrapping_sub(h) as i32) < 0 => {
+            behind.get_or_insert(now);
         }
-        if packet[4] == 82 && later(sn, *acked) {
-            *acked = Some(sn);
+        _ => {
+            *high = Some(una);
+            *behind = None;
         }
-        packet = packet.get(24 + len..).unwrap_or(&[]);
     }
 }
 

@@ -96,6 +96,10 @@ pub struct Decoder {
     group: u32,
     /// Held packets, sorted by seqid; at most `3 * group` (kcp-go's bound).
     held: Vec<Held>,
+    tuner: Tuner,
+    /// The shard counts are known: configured, or taken from the peer's packets.
+    /// Until then nothing is rebuilt (a guess could rebuild garbage).
+    known: bool,
 }
 
 impl Decoder {
@@ -109,12 +113,33 @@ impl Decoder {
             data,
             group: (data + parity) as u32,
             held: Vec::new(),
+            tuner: Tuner::new(),
+            known: true,
         })
+    }
+
+    /// A decoder for a side with FEC off: it learns the peer's shard counts from its
+    /// packets (kcp-go's rule), and rebuilds nothing before.
+    pub fn learning() -> Decoder {
+        Decoder {
+            known: false,
+            ..Decoder::new(1, 1).expect("1/1 is a valid code")
+        }
+    }
+
+    /// The shard counts (data, parity) in use: the configured ones until the peer's
+    /// packets show others.
+    pub fn shards(&self) -> (usize, usize) {
+        (self.data, self.group as usize - self.data)
     }
 
     /// Takes an FEC packet (`seqid | flag | shard`); returns the KCP bytes of each data
     /// packet it makes recoverable (never the packet's own: the caller has those).
     pub fn decode(&mut self, seqid: u32, parity: bool, shard: &[u8]) -> Vec<Vec<u8>> {
+        self.tuner.sample(seqid, parity);
+        if parity != (seqid % self.group >= self.data as u32) {
+            self.retune();
+        }
         let pos = match self.held.binary_search_by_key(&seqid, |h| h.seqid) {
             Ok(_) => return Vec::new(), // duplicate
             Err(pos) => pos,
@@ -136,7 +161,7 @@ impl Decoder {
             .take_while(|h| in_group(h))
             .count();
         let mut recovered = Vec::new();
-        if count >= self.data {
+        if count >= self.data && self.known {
             let group = &self.held[first..first + count];
             let data_have = group.iter().filter(|h| !h.parity).count();
             if data_have < self.data {
@@ -150,6 +175,34 @@ impl Decoder {
             self.held.drain(..excess);
         }
         recovered
+    }
+
+    /// Takes the shard counts the peer's packets show (kcp-go does the same, which is
+    /// how a side with FEC off, or other counts, still recovers packets). At most once
+    /// per `TUNE_SAMPLES` packets after the first time: a new code costs a matrix
+    /// inversion, and a hostile peer could otherwise ask for one per packet.
+    fn retune(&mut self) {
+        if !self.tuner.may_retune() {
+            return;
+        }
+        let Some((data, parity)) = self.tuner.infer() else {
+            return;
+        };
+        if (data, parity) == self.shards() || data + parity > 256 {
+            return;
+        }
+        if let Ok(rs) = ReedSolomon::new(data, parity) {
+            tracing::debug!(
+                data,
+                parity,
+                "FEC shard counts taken from the peer's packets"
+            );
+            self.rs = rs;
+            self.data = data;
+            self.group = (data + parity) as u32;
+            self.known = true;
+            self.tuner.retuned();
+        }
     }
 
     fn reconstruct(&self, group: &[Held], begin: u32) -> Vec<Vec<u8>> {
@@ -177,6 +230,64 @@ impl Decoder {
                 (2..=s.len()).contains(&size).then(|| s[2..size].to_vec())
             })
             .collect()
+    }
+}
+
+/// Packets the tuner remembers (kcp-go's autotune keeps as many).
+const TUNE_SAMPLES: usize = 258;
+
+/// Infers the peer's shard counts from the kinds (data or parity) of recent packets.
+struct Tuner {
+    /// `(seqid, parity)` at `seqid % TUNE_SAMPLES`.
+    samples: Vec<Option<(u32, bool)>>,
+    /// Packets sampled since the last retune; `None` before the first.
+    since: Option<usize>,
+}
+
+impl Tuner {
+    fn new() -> Tuner {
+        Tuner {
+            samples: vec![None; TUNE_SAMPLES],
+            since: None,
+        }
+    }
+
+    fn sample(&mut self, seqid: u32, parity: bool) {
+        self.samples[seqid as usize % TUNE_SAMPLES] = Some((seqid, parity));
+        if let Some(n) = &mut self.since {
+            *n += 1;
+        }
+    }
+
+    fn may_retune(&self) -> bool {
+        self.since.is_none_or(|n| n >= TUNE_SAMPLES)
+    }
+
+    fn retuned(&mut self) {
+        self.since = Some(0);
+    }
+
+    /// (data, parity): the lengths of the first whole run of each kind, i.e. one with
+    /// a packet of the other kind right before and right after it.
+    fn infer(&self) -> Option<(usize, usize)> {
+        let mut seen: Vec<(u32, bool)> = self.samples.iter().flatten().copied().collect();
+        seen.sort_unstable_by_key(|s| s.0);
+        let mut found = [None, None]; // by kind: data, parity
+        let mut start = 0;
+        while start < seen.len() {
+            let (first, kind) = seen[start];
+            let mut end = start + 1;
+            while end < seen.len() && seen[end] == (seen[end - 1].0.wrapping_add(1), kind) {
+                end += 1;
+            }
+            let before = start > 0 && seen[start - 1].0.wrapping_add(1) == first;
+            let after = end < seen.len() && seen[end - 1].0.wrapping_add(1) == seen[end].0;
+            if before && after {
+                found[kind as usize].get_or_insert(end - start);
+            }
+            start = end;
+        }
+        Some((found[0]?, found[1]?))
     }
 }
 
@@ -246,5 +357,42 @@ mod tests {
         }
         assert!(dec.held.len() <= 39);
         let _ = dec.decode(u32::MAX, true, &[1, 2]);
+    }
+
+    #[test]
+    fn shard_counts_are_taken_from_the_peer() {
+        let payloads: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; 20 + i as usize % 7]).collect();
+        let mut enc = Encoder::new(10, 3).unwrap();
+        let out = packets(&mut enc, &payloads);
+        // A side with FEC off learns 10/3 from the packets.
+        let mut dec = Decoder::learning();
+        let mut recovered = Vec::new();
+        for (i, pkt) in out.iter().enumerate() {
+            // From the fourth group on, lose the first data packet of each group.
+            if i >= 39 && i % 13 == 0 {
+                continue;
+            }
+            recovered.extend(feed(&mut dec, pkt));
+        }
+        assert_eq!(dec.shards(), (10, 3));
+        let lost: Vec<Vec<u8>> = (39..out.len())
+            .filter(|i| i % 13 == 0)
+            .map(|i| payloads[i / 13 * 10].clone())
+            .collect();
+        assert!(lost.len() >= 10);
+        assert_eq!(recovered, lost);
+    }
+
+    #[test]
+    fn tuner_needs_whole_runs() {
+        let mut t = Tuner::new();
+        for (seqid, parity) in [(0, false), (1, false), (2, true), (3, true)] {
+            t.sample(seqid, parity);
+        }
+        assert_eq!(t.infer(), None, "no run is bounded on both sides");
+        for (seqid, parity) in [(4, false), (5, false), (6, true), (7, true), (8, false)] {
+            t.sample(seqid, parity);
+        }
+        assert_eq!(t.infer(), Some((2, 2)));
     }
 }

@@ -30,15 +30,22 @@
 //! own workspace's `Cargo.toml`: profiles apply from the root only). Its queues are bounded by the windows we set, and writes are held back
 //! while `sndwnd` packets wait (kcp-go's rule), so memory per session is bounded.
 //!
+//! # ARQ rules kcp-go changed, applied around the crate
+//! kcp-go's KCP differs from ikcp in ways that matter under loss; [`Conn`] applies the
+//! ones it can from outside: each ACK segment counts towards fast retransmission (the
+//! crate counts once per packet), a packet that acknowledges data flushes at once
+//! (ACK-clocked sending, not interval-clocked), the clock is fresh for RTT samples and
+//! new segments, and writes wait while either window is full. Not applied (inside the
+//! crate): kcp-go's early retransmit, its additive RTO back-off, and its `update`
+//! scheduled at the nearest RTO.
+//!
 //! # Not done as kcp-go does
 //! - An unknown `--crypt` is an error (kcp-go silently uses aes); `tea` and `xtea`
 //!   are refused by name (no well-kept crate).
 //! - A session whose peer sends nothing valid for `dead_after` (5 s) while data waits
 //!   ends with an error saying what to check (kcp-go waits for smux's 30 s timeout).
-//! - A known address with a new conversation id is ignored until the old session
-//!   expires (kcp-go replaces the session if the packet's sn is 0).
-//! - With FEC off here, a peer's FEC data packets are unwrapped but its parity is
-//!   unused (kcp-go auto-tunes a decoder).
+//! - With FEC off here, the peer's parity is used once its shard counts are learnt
+//!   from its packets (kcp-go starts from a 1/1 guess and may rebuild garbage before).
 
 mod codec;
 mod comp;
@@ -49,7 +56,9 @@ mod fec;
 mod listener;
 mod stream;
 
-pub use codec::{first_conv_of, Codec, CodecStats, DecodeError, CRYPT_HEADER, MAX_DATAGRAM};
+pub use codec::{
+    first_conv_of, Codec, CodecStats, Counters, DecodeError, CRYPT_HEADER, MAX_DATAGRAM,
+};
 pub use comp::{with_compression, CompStream, Duplex};
 pub use config::{Config, Mode};
 pub use conn::Conn;

@@ -7,6 +7,10 @@
 //! at most `accept_backlog` wait to be accepted; each session's inbox holds at most
 //! `INBOX` datagrams (more are dropped, as the network would); a session that hears
 //! nothing valid for `idle_timeout` ends and is forgotten.
+//!
+//! A known address whose datagram starts another conversation (another conversation
+//! id, sequence number 0: a client restarted on the same port) replaces its session at
+//! once, as kcp-go's listener does; another id with a later sequence number is dropped.
 
 use crate::codec::{self, MAX_DATAGRAM};
 use crate::config::Config;
@@ -36,6 +40,8 @@ pub struct ListenerStats {
     pub refused: AtomicU64,
     /// Datagrams dropped because a session's inbox was full.
     pub inbox_full: AtomicU64,
+    /// Sessions replaced by a new conversation from the same address.
+    pub sessions_replaced: AtomicU64,
 }
 
 struct Entry {
@@ -59,7 +65,7 @@ impl KcpListener {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let socket = Arc::new(crate::stream::udp_socket(addr)?);
+        let socket = Arc::new(crate::stream::udp_socket(addr, &config)?);
         let local = socket.local_addr()?;
         let (accept_tx, accept) = mpsc::channel(config.accept_backlog);
         let sessions: Sessions = Arc::default();
@@ -114,6 +120,100 @@ impl Drop for KcpListener {
     }
 }
 
+/// A datagram a session gave back: it opens another conversation from the session's
+/// address (kcp-go's listener then replaces the session).
+pub(crate) struct Reopen {
+    pub(crate) from: SocketAddr,
+    /// The giving session's id in the map.
+    pub(crate) id: u64,
+    /// The datagram as it arrived.
+    pub(crate) datagram: Vec<u8>,
+}
+
+/// What the receive task needs to open sessions.
+struct Opener {
+    socket: Arc<UdpSocket>,
+    config: Config,
+    sessions: Sessions,
+    accept: mpsc::Sender<KcpStream>,
+    stats: Arc<ListenerStats>,
+    reopen: mpsc::Sender<Reopen>,
+    next_id: u64,
+    last_warn: Option<Instant>,
+}
+
+impl Opener {
+    fn warn(&mut self, msg: String) {
+        if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            self.last_warn = Some(Instant::now());
+            tracing::warn!("{msg}");
+        }
+    }
+
+    /// A datagram from an address without a session: it must pass the checksum and
+    /// carry a KCP segment to open one.
+    fn open(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let mut copy = datagram.to_vec();
+        let conv = match codec::open(&self.config.crypt, &mut copy) {
+            Ok(body) => codec::first_conv(body),
+            Err(codec::DecodeError::Checksum) => {
+                self.stats.bad_checksum.fetch_add(1, Ordering::Relaxed);
+                self.config.counters.bad_checksum();
+                let crypt = self.config.crypt.name();
+                self.warn(format!(
+                    "datagrams from {from} fail the checksum: the client's --key and --crypt \
+                     must match this server's (--crypt {crypt})"
+                ));
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(conv) = conv else { return };
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.config.max_sessions || self.accept.capacity() == 0 {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let open = map.len();
+            drop(map);
+            let (max, backlog) = (self.config.max_sessions, self.config.accept_backlog);
+            self.warn(format!(
+                "refusing a session from {from}: {open} sessions open (max {max}) or \
+                 {backlog} waiting"
+            ));
+            return;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = mpsc::channel(INBOX);
+        let _ = tx.try_send(datagram.to_vec());
+        map.insert(from, Entry { id, tx });
+        drop(map);
+        let forget = self.sessions.clone();
+        let stream = KcpStream::spawn(
+            conv,
+            &self.config,
+            Io::Shared {
+                socket: self.socket.clone(),
+                peer: from,
+                rx,
+                id,
+                reopen: self.reopen.clone(),
+            },
+            from,
+            Role::Server,
+            move || {
+                let mut map = forget.lock().unwrap_or_else(|e| e.into_inner());
+                if map.get(&from).is_some_and(|e| e.id == id) {
+                    map.remove(&from);
+                }
+            },
+        );
+        self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, conv, "kcp session opened");
+        // Capacity was checked above and only this task sends.
+        let _ = self.accept.try_send(stream);
+    }
+}
+
 async fn receive(
     socket: Arc<UdpSocket>,
     config: Config,
@@ -122,16 +222,19 @@ async fn receive(
     stats: Arc<ListenerStats>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut next_id = 0u64;
-    let mut last_warn: Option<Instant> = None;
-    let mut warn = |msg: String| {
-        if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            last_warn = Some(Instant::now());
-            tracing::warn!("{msg}");
-        }
+    let (reopen, mut reopened) = mpsc::channel(16);
+    let mut opener = Opener {
+        socket: socket.clone(),
+        config,
+        sessions: sessions.clone(),
+        accept,
+        stats: stats.clone(),
+        reopen,
+        next_id: 0,
+        last_warn: None,
     };
     loop {
-        let closed = accept.is_closed();
+        let closed = opener.accept.is_closed();
         if closed
             && sessions
                 .lock()
@@ -142,6 +245,19 @@ async fn receive(
         }
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
+            Some(r) = reopened.recv() => {
+                let Reopen { from, id, datagram } = r;
+                let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+                if map.get(&from).is_some_and(|e| e.id == id) {
+                    map.remove(&from);
+                }
+                drop(map);
+                if !closed {
+                    stats.sessions_replaced.fetch_add(1, Ordering::Relaxed);
+                    opener.open(from, &datagram);
+                }
+                continue;
+            }
             // Once the listener is dropped, look again now and then for the last session's end.
             _ = tokio::time::sleep(Duration::from_secs(1)), if closed => continue,
         };
@@ -163,64 +279,8 @@ async fn receive(
                 continue;
             }
         }
-        if closed {
-            continue; // no new sessions once the listener is dropped
+        if !closed {
+            opener.open(from, datagram); // no new sessions once the listener is dropped
         }
-        // A new address: it must pass the checksum and carry a KCP segment.
-        let mut copy = datagram.to_vec();
-        let conv = match codec::open(&config.crypt, &mut copy) {
-            Ok(body) => codec::first_conv(body),
-            Err(codec::DecodeError::Checksum) => {
-                stats.bad_checksum.fetch_add(1, Ordering::Relaxed);
-                warn(format!(
-                    "datagrams from {from} fail the checksum: the client's --key and --crypt \
-                     must match this server's (--crypt {})",
-                    config.crypt.name()
-                ));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let Some(conv) = conv else { continue };
-        let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= config.max_sessions || accept.capacity() == 0 {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            drop(map);
-            warn(format!(
-                "refusing a session from {from}: {} sessions open (max {}) or {} waiting",
-                sessions.lock().unwrap_or_else(|e| e.into_inner()).len(),
-                config.max_sessions,
-                config.accept_backlog
-            ));
-            continue;
-        }
-        next_id += 1;
-        let id = next_id;
-        let (tx, rx) = mpsc::channel(INBOX);
-        let _ = tx.try_send(datagram.to_vec());
-        map.insert(from, Entry { id, tx });
-        drop(map);
-        let forget = sessions.clone();
-        let stream = KcpStream::spawn(
-            conv,
-            &config,
-            Io::Shared {
-                socket: socket.clone(),
-                peer: from,
-                rx,
-            },
-            from,
-            Role::Server,
-            move || {
-                let mut map = forget.lock().unwrap_or_else(|e| e.into_inner());
-                if map.get(&from).is_some_and(|e| e.id == id) {
-                    map.remove(&from);
-                }
-            },
-        );
-        stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%from, conv, "kcp session opened");
-        // Capacity was checked above and only this task sends.
-        let _ = accept.try_send(stream);
     }
 }

@@ -59,6 +59,10 @@ pub(crate) enum Io {
         socket: Arc<UdpSocket>,
         peer: SocketAddr,
         rx: mpsc::Receiver<Vec<u8>>,
+        /// This session's id in the listener's map.
+        id: u64,
+        /// Where a datagram that opens another conversation goes back.
+        reopen: mpsc::Sender<crate::listener::Reopen>,
     },
 }
 
@@ -262,6 +266,7 @@ impl Driver {
         let mut next = Instant::now();
         let mut linger_until: Option<Instant> = None;
         let mut refused: Option<Instant> = None;
+        let mut replaced: Option<u32> = None;
         loop {
             tokio::select! {
                 got = recv(&mut self.io) => match got {
@@ -283,6 +288,10 @@ impl Driver {
                     if let Err(e) = st.conn.input(&mut d, now) {
                         tracing::trace!(peer = %self.peer, "datagram dropped: {e}");
                     }
+                    if let (None, Some(conv)) = (replaced, st.conn.take_new_conversation()) {
+                        st.conn.reseal(&mut d);
+                        replaced = self.give_back(d, conv);
+                    }
                 }
                 st.conn.update(now);
                 while let Some(d) = st.conn.poll_datagram() {
@@ -290,7 +299,16 @@ impl Driver {
                 }
                 next =
                     Instant::now() + Duration::from_millis(st.conn.next_update(now).max(1) as u64);
-                let end = self.verdict(&mut st, now, refused, &mut linger_until);
+                let end = match replaced {
+                    Some(conv) => Some((
+                        io::ErrorKind::ConnectionReset,
+                        format!(
+                            "client {} started a new session (conversation {conv})",
+                            self.peer
+                        ),
+                    )),
+                    None => self.verdict(&mut st, now, refused, &mut linger_until),
+                };
                 if let Some(msg) = &end {
                     st.error = Some(msg.clone());
                 }
@@ -324,6 +342,23 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    /// Gives a datagram that opens another conversation back to the listener, which
+    /// replaces this session (kcp-go's rule); the new conversation's id if it went.
+    fn give_back(&self, datagram: Vec<u8>, conv: u32) -> Option<u32> {
+        let Io::Shared {
+            peer, id, reopen, ..
+        } = &self.io
+        else {
+            return None; // a client ignores other conversations
+        };
+        let back = crate::listener::Reopen {
+            from: *peer,
+            id: *id,
+            datagram,
+        };
+        reopen.try_send(back).ok().map(|_| conv)
     }
 
     /// Whether the session is over, and why.
@@ -375,15 +410,12 @@ impl Driver {
             };
             return Some((io::ErrorKind::TimedOut, msg));
         }
-        if st
-            .conn
-            .peer_restarted(now, self.dead_after.saturating_mul(2))
-        {
+        if st.conn.peer_restarted(now, self.dead_after) {
             return Some((
                 io::ErrorKind::ConnectionReset,
                 format!(
-                    "{peer_name} {peer} dropped the session and lost its start (it acknowledges \
-                     new data but not the old): check that --proto (smux version) and --nocomp \
+                    "{peer_name} {peer} dropped the session and lost its start (its \
+                     acknowledgements went back): check that --proto (smux version) and --nocomp \
                      match the {peer_flag}"
                 ),
             ));
@@ -451,7 +483,7 @@ pub async fn dial(server: SocketAddr, config: &Config) -> io::Result<KcpStream> 
     } else {
         "[::]:0".parse().expect("valid")
     };
-    let socket = udp_socket(local)?;
+    let socket = udp_socket(local, config)?;
     socket.connect(server).await?;
     let conv = rand::random::<u32>();
     Ok(KcpStream::spawn(
@@ -464,21 +496,47 @@ pub async fn dial(server: SocketAddr, config: &Config) -> io::Result<KcpStream> 
     ))
 }
 
-/// kcptun's `--sockbuf` default: UDP socket buffers of 4 MiB (the kernel may cap them at
-/// net.core.rmem_max / wmem_max), so that a window's burst is not dropped by the kernel.
-const SOCKBUF: usize = 4 << 20;
-
-/// A bound UDP socket with kcptun's buffer sizes.
-pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A bound UDP socket with kcptun's socket options: `--sockbuf` buffer sizes and
+/// `--dscp`.
+pub(crate) fn udp_socket(addr: SocketAddr, config: &Config) -> io::Result<UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
-    // Best effort, as kcp-go's SetReadBuffer/SetWriteBuffer.
-    let _ = socket.set_recv_buffer_size(SOCKBUF);
-    let _ = socket.set_send_buffer_size(SOCKBUF);
+    // Best effort, as kcp-go's SetReadBuffer/SetWriteBuffer (the kernel caps them).
+    let _ = socket.set_recv_buffer_size(config.sockbuf);
+    let _ = socket.set_send_buffer_size(config.sockbuf);
+    if config.dscp != 0 {
+        let tos = u32::from(config.dscp) << 2;
+        let set = if addr.is_ipv4() {
+            socket.set_tos_v4(tos)
+        } else {
+            socket.set_tclass_v6(tos)
+        };
+        set.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot set --dscp {}: {e}", config.dscp))
+        })?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dscp_and_sockbuf_reach_the_socket() {
+        let mut config = Config::client();
+        config.dscp = 46;
+        config.sockbuf = 64 * 1024;
+        let socket = udp_socket("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let s = socket2::SockRef::from(&socket);
+        assert_eq!(s.tos_v4().unwrap(), 46 << 2);
+        // Linux doubles the size asked for (bookkeeping); other systems take it as is.
+        let got = s.recv_buffer_size().unwrap();
+        assert!((64 * 1024..=128 * 1024).contains(&got), "{got}");
+    }
 }

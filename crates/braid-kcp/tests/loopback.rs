@@ -147,3 +147,52 @@ async fn sessions_outlive_their_dropped_listener() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_conversation_from_a_known_address_replaces_its_session() {
+    bounded(async {
+        use tokio::io::AsyncReadExt;
+        // With a cipher: the datagram given back must be exactly what arrived.
+        let mut config = Setup::minimal(1).kcp(true);
+        config.crypt = Crypt::new("aes", "replace").unwrap();
+        let mut listener = KcpListener::bind("127.0.0.1:0".parse().unwrap(), config.clone())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let stats = listener.stats();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket
+            .send_to(&first_datagram(&config, 1), addr)
+            .await
+            .unwrap();
+        let mut old = listener.accept().await.unwrap();
+        assert_eq!(old.conv(), 1);
+        // Another conversation past its start (sequence number 1) is dropped...
+        let mut other = Conn::new(2, &config, 0);
+        other.send(b"a", 0);
+        other.poll_datagram().unwrap();
+        other.send(b"b", 0);
+        let later = other.poll_datagram().unwrap();
+        socket.send_to(&later, addr).await.unwrap();
+        // ...and one at its start replaces the session at once.
+        socket
+            .send_to(&first_datagram(&config, 3), addr)
+            .await
+            .unwrap();
+        let mut new = listener.accept().await.unwrap();
+        assert_eq!(new.conv(), 3, "conversation 2 (sn 1) opened a session");
+        let mut buf = [0u8; 16];
+        assert_eq!(new.read(&mut buf).await.unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(old.read(&mut buf).await.unwrap(), 5);
+        let e = old.read(&mut buf).await.unwrap_err();
+        assert!(
+            e.to_string().contains("new session (conversation 3)"),
+            "{e}"
+        );
+        assert_eq!(stats.sessions_replaced.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.sessions_opened.load(Ordering::Relaxed), 2);
+        assert_eq!(listener.session_count(), 1);
+    })
+    .await
+}

@@ -67,6 +67,7 @@ impl Client {
             })?;
             Some(session)
         };
+        let metrics = Arc::new(Metrics::for_client().with(super::kcp::collector(&settings.kcp)));
         Ok(Client {
             listener,
             metrics_listener,
@@ -74,7 +75,7 @@ impl Client {
             pool: Arc::new(Pool::new(settings.conns)),
             settings,
             stats: Arc::default(),
-            metrics: Arc::new(Metrics::for_client()),
+            metrics,
         })
     }
 
@@ -133,6 +134,9 @@ impl Client {
               auth = s.auth.describe(), "client started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
+            if let Some(kcp) = &s.kcp {
+                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
+            }
         }
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
@@ -202,7 +206,7 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
         };
         match attempt {
             Ok(session) => {
-                let _gauge: Gauge = ctx.stats.session();
+                let gauge: Gauge = ctx.stats.session();
                 let _counted = ctx
                     .metrics
                     .session(protocol_name(s.config.protocol), &session);
@@ -216,6 +220,14 @@ async fn keep_connected(slot: usize, mut next: Option<Session>, ctx: Arc<Ctx>) {
                     }
                     // Stays in the pool for the final close.
                     _ = ctx.stop.cancelled() => return,
+                    // KCP's --autoexpire: a new session for new streams, at once.
+                    _ = super::kcp::expired(&s.kcp) => {
+                        info!(carrier = slot, "session expired (--autoexpire): replacing it");
+                        ctx.pool.set(slot, None);
+                        super::kcp::retire(session, &s.kcp, ctx.kill.clone(), gauge);
+                        delay = BACKOFF_MIN;
+                        continue;
+                    }
                 }
                 ctx.pool.set(slot, None);
                 if since.elapsed() >= BACKOFF_MAX {

@@ -106,6 +106,14 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// These metrics and `extra` ones (the KCP transport's), if given.
+    pub fn with(mut self, extra: Option<Box<dyn Collector>>) -> Metrics {
+        if let Some(c) = extra {
+            self.registry.register_collector(c);
+        }
+        self
+    }
+
     /// Counts a session of `protocol` while the guard lives, and its bytes.
     pub fn session(self: &Arc<Self>, protocol: &'static str, session: &Session) -> SessionGuard {
         self.sessions.get_or_create(&proto(protocol)).inc();

@@ -71,9 +71,9 @@ impl Server {
         Ok(Server {
             listener,
             metrics_listener,
+            metrics: Arc::new(Metrics::default().with(super::kcp::collector(&settings.kcp))),
             settings,
             stats: Arc::default(),
-            metrics: Arc::default(),
         })
     }
 
@@ -129,6 +129,9 @@ impl Server {
               auth = s.auth.describe(), limits = ?s.limits, "server started");
         if let Some(every) = s.stats {
             ctx.stats.spawn_reporter(every, ctx.kill.clone());
+            if let Some(kcp) = &s.kcp {
+                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
+            }
         }
         if let Some(l) = metrics_listener {
             tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
