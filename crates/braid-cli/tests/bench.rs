@@ -8,37 +8,39 @@ mod common;
 mod interop;
 
 use common::*;
-use std::process::Stdio;
-use tokio::process::Command;
-
-const BRAID: &str = env!("CARGO_BIN_EXE_braid");
 
 /// Runs `braid ARGS...`; returns the exit code, stdout and stderr.
 async fn braid(args: &[&str]) -> (i32, String, String) {
-    braid_with(args, &[]).await
-}
-
-/// Runs `braid ARGS...` with environment variables `env`.
-async fn braid_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BRAID)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    run_braid(args, &[]).await
 }
 
 fn num(v: &serde_json::Value, field: &str) -> f64 {
     v[field]
         .as_f64()
         .unwrap_or_else(|| panic!("no number {field} in {v}"))
+}
+
+/// Each row as "WORKLOAD COUNT LIB", COUNT being the row's field `count`.
+fn row_keys(rows: &[serde_json::Value], count: &str) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["workload"].as_str().unwrap(),
+                r[count],
+                r["lib"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Asserts that the row's one run succeeded.
+fn assert_one_ok_run(r: &serde_json::Value) {
+    assert_eq!(
+        (r["runs"].as_u64(), r["ok_runs"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,15 +130,7 @@ async fn every_workload_runs_in_children_against_tcp_and_the_plot_is_written() {
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let rows = v["rows"].as_array().unwrap();
-        let key = |r: &serde_json::Value| {
-            format!(
-                "{} {} {}",
-                r["workload"].as_str().unwrap(),
-                r["streams"],
-                r["lib"].as_str().unwrap()
-            )
-        };
-        let keys: Vec<String> = rows.iter().map(key).collect();
+        let keys = row_keys(rows, "streams");
         let mut expected = Vec::new();
         for (w, streams) in [
             ("bulk", "1"),
@@ -153,11 +147,7 @@ async fn every_workload_runs_in_children_against_tcp_and_the_plot_is_written() {
         expected.push("idle 200 braid-yamux".into());
         assert_eq!(keys, expected);
         for r in rows {
-            assert_eq!(
-                (r["runs"].as_u64(), r["ok_runs"].as_u64()),
-                (Some(1), Some(1)),
-                "{r}"
-            );
+            assert_one_ok_run(r);
             assert!(num(r, "value") > 0.0, "{r}");
             if r["workload"] != "idle" {
                 assert!(num(r, "vs_tcp") > 0.0, "{r}");
@@ -267,7 +257,7 @@ async fn the_tunnel_workload_runs_every_carrier_in_its_own_processes() {
             args.push("--peers");
             env.push(("BRAID_GO_PEER", path.as_str()));
         }
-        let (code, out, err) = braid_with(&args, &env).await;
+        let (code, out, err) = run_braid(&args, &env).await;
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let rows = v["rows"].as_array().unwrap();
@@ -288,24 +278,9 @@ async fn the_tunnel_workload_runs_every_carrier_in_its_own_processes() {
                 expected.push(format!("tunnel {conns} {lib}"));
             }
         }
-        let keys: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {} {}",
-                    r["workload"].as_str().unwrap(),
-                    r["conns"],
-                    r["lib"].as_str().unwrap()
-                )
-            })
-            .collect();
-        assert_eq!(keys, expected);
+        assert_eq!(row_keys(rows, "conns"), expected);
         for r in rows {
-            assert_eq!(
-                (r["runs"].as_u64(), r["ok_runs"].as_u64()),
-                (Some(1), Some(1)),
-                "{r}"
-            );
+            assert_one_ok_run(r);
             assert_eq!(
                 r["per_conn"].as_u64(),
                 Some(6 * 1024 * 1024 / r["conns"].as_u64().unwrap()),
@@ -394,7 +369,7 @@ async fn a_tunnel_process_that_cannot_start_is_a_one_line_failure() {
             "--bytes",
             "1000",
         ];
-        let (code, out, err) = braid_with(&args, &[("BRAID_BENCH_TUNNEL_FLAGS", "--bogus")]).await;
+        let (code, out, err) = run_braid(&args, &[("BRAID_BENCH_TUNNEL_FLAGS", "--bogus")]).await;
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["ok"], false, "{v}");

@@ -10,8 +10,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-const BRAID: &str = env!("CARGO_BIN_EXE_braid");
-
 /// A running `braid` process.
 struct Proc {
     child: Child,
@@ -21,12 +19,12 @@ struct Proc {
 }
 
 impl Proc {
-    /// Reads the log until a line contains `text`.
-    async fn wait_log(&mut self, text: &str) {
+    /// Reads the log until a line contains `text`; returns that line.
+    async fn wait_log(&mut self, text: &str) -> String {
         loop {
             let line = self.stderr.next_line().await.unwrap().expect("more log");
             if line.contains(text) {
-                return;
+                return line;
             }
         }
     }
@@ -34,8 +32,12 @@ impl Proc {
 
 /// Starts `braid ARGS...` and waits for its `listening on ADDR` line.
 async fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(BRAID)
-        .args(args)
+    spawn_command(Command::new(BRAID).args(args)).await
+}
+
+/// Starts `cmd`, a braid process, and waits for its `listening on ADDR` line.
+async fn spawn_command(cmd: &mut Command) -> Proc {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -59,17 +61,8 @@ async fn spawn(args: &[&str]) -> Proc {
 
 /// Runs `braid ARGS...` to its end; returns the exit code and stderr.
 async fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BRAID)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let (code, _, stderr) = run_braid(args, &[]).await;
+    (code, stderr)
 }
 
 async fn sigterm(p: &mut Proc) -> i32 {
@@ -356,31 +349,20 @@ async fn auto_server_warns_only_about_tuning_a_protocol_cannot_take() {
 async fn out_of_file_descriptors_the_server_backs_off_and_logs_once() {
     bounded(async {
         // A server allowed 48 file descriptors, and more silent connections than that.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n 48 && exec '{BRAID}' \"$@\""))
-            .args([
-                "sh",
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--target",
-                "127.0.0.1:9",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = stdout.next_line().await.unwrap().unwrap();
-        let addr: SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
-        let mut p = Proc {
-            stderr: BufReader::new(child.stderr.take().unwrap()).lines(),
-            child,
-            addr,
-            stdout,
-        };
+        let mut p = spawn_command(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("ulimit -n 48 && exec '{BRAID}' \"$@\""))
+                .args([
+                    "sh",
+                    "server",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--target",
+                    "127.0.0.1:9",
+                ]),
+        )
+        .await;
         let mut silent = Vec::new();
         for _ in 0..80 {
             silent.push(TcpStream::connect(p.addr).await.unwrap());
@@ -411,11 +393,9 @@ async fn out_of_file_descriptors_the_server_backs_off_and_logs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
     bounded(async {
-        let dir = std::env::temp_dir().join(format!("braid-cli-psk-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (good, bad) = (dir.join("good"), dir.join("bad"));
-        std::fs::write(&good, "11".repeat(32)).unwrap();
-        std::fs::write(&bad, "22".repeat(32)).unwrap();
+        let dir = test_dir("psk");
+        let good = write_file(&dir, "good", &"11".repeat(32));
+        let bad = write_file(&dir, "bad", &"22".repeat(32));
         let mut server = spawn(&[
             "server",
             "--listen",
@@ -423,7 +403,7 @@ async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
             "--target",
             "127.0.0.1:9",
             "--psk-file",
-            good.to_str().unwrap(),
+            &good,
         ])
         .await;
         let addr = server.addr.to_string();
@@ -434,7 +414,7 @@ async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
             "--server",
             &addr,
             "--psk-file",
-            bad.to_str().unwrap(),
+            &bad,
         ])
         .await;
         assert_eq!(code, 1, "{stderr}");
@@ -446,12 +426,7 @@ async fn a_wrong_key_is_one_line_for_the_client_and_logged_with_its_address() {
                  --psk-file\n"
             )
         );
-        let line = loop {
-            let line = server.stderr.next_line().await.unwrap().expect("more log");
-            if line.contains("connection refused") {
-                break line;
-            }
-        };
+        let line = server.wait_log("connection refused").await;
         assert!(
             line.contains("pre-shared key handshake failed: wrong key")
                 && line.contains("peer=127.0.0.1:"),

@@ -8,24 +8,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A directory for one test's key and certificate files.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("braid-sec-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 /// A key file of 64 hex digits from `seed`.
 fn psk_file(dir: &Path, name: &str, seed: u64) -> String {
@@ -33,26 +19,7 @@ fn psk_file(dir: &Path, name: &str, seed: u64) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    write(dir, name, &format!("{hex}\n"))
-}
-
-/// An echo target that counts the connections it accepted.
-async fn counting_target() -> (SocketAddr, watch::Receiver<usize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(0usize);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tx.send_modify(|n| *n += 1);
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.into_split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-    (addr, rx)
+    write_file(dir, name, &format!("{hex}\n"))
 }
 
 /// `GET /metrics` over HTTP/1 with hyper; returns the body.
@@ -117,7 +84,7 @@ async fn raw_frames_are_refused(server: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_shared_key_serves_its_clients_and_no_one_else() {
     bounded(async {
-        let dir = temp_dir("psk");
+        let dir = test_dir("psk");
         let key = psk_file(&dir, "key", 1);
         let other = psk_file(&dir, "other", 2);
         let (target, connections) = counting_target().await;
@@ -180,7 +147,7 @@ async fn pre_shared_key_serves_its_clients_and_no_one_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_serves_metrics_too() {
     bounded(async {
-        let dir = temp_dir("client-metrics");
+        let dir = test_dir("client-metrics");
         let key = psk_file(&dir, "key", 3);
         let target = echo_target().await;
         let server = start_server(target, &["--psk-file", &key, "--metrics", "127.0.0.1:0"]).await;
@@ -235,7 +202,7 @@ async fn the_client_serves_metrics_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_handshake_gets_no_session() {
     bounded(async {
-        let dir = temp_dir("replay");
+        let dir = test_dir("replay");
         let key = psk_file(&dir, "key", 3);
         let (target, connections) = counting_target().await;
         let server = start_server(target, &["--psk-file", &key, "--metrics", "127.0.0.1:0"]).await;
@@ -307,36 +274,16 @@ async fn a_replayed_handshake_gets_no_session() {
     .await;
 }
 
-/// A CA; returns its PEM certificate and its issuer for signing.
-fn ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), rcgen::Issuer::new(params, key))
-}
-
-/// A certificate for `name` signed by `issuer`: (cert PEM, key PEM).
-fn signed(name: &str, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_serves_only_certified_clients() {
     bounded(async {
-        let dir = temp_dir("mtls");
-        let (ca_pem, ca_issuer) = ca("braid test CA");
-        let (server_cert, server_key) = signed("127.0.0.1", &ca_issuer);
-        let (client_cert, client_key) = signed("client", &ca_issuer);
-        let (_, rogue_issuer) = ca("rogue CA");
-        let (rogue_cert, rogue_key) = signed("client", &rogue_issuer);
-        let ca_file = write(&dir, "ca.pem", &ca_pem);
+        let dir = test_dir("mtls");
+        let (ca_pem, ca_issuer) = test_ca("braid test CA");
+        let (server_cert, server_key) = signed_cert("127.0.0.1", &ca_issuer);
+        let (client_cert, client_key) = signed_cert("client", &ca_issuer);
+        let (_, rogue_issuer) = test_ca("rogue CA");
+        let (rogue_cert, rogue_key) = signed_cert("client", &rogue_issuer);
+        let ca_file = write_file(&dir, "ca.pem", &ca_pem);
         let files = [
             ("server.pem", &server_cert),
             ("server.key", &server_key),
@@ -345,7 +292,7 @@ async fn mutual_tls_serves_only_certified_clients() {
             ("rogue.pem", &rogue_cert),
             ("rogue.key", &rogue_key),
         ]
-        .map(|(name, text)| write(&dir, name, text));
+        .map(|(name, text)| write_file(&dir, name, text));
         let [server_cert, server_key, client_cert, client_key, rogue_cert, rogue_key] = files;
         let (target, connections) = counting_target().await;
         let server = start_server(
@@ -495,7 +442,7 @@ async fn a_syn_flood_opens_no_more_target_connections_than_max_streams() {
 async fn silent_connections_are_closed_and_max_sessions_holds() {
     bounded(async {
         let target = echo_target().await;
-        let dir = temp_dir("silent");
+        let dir = test_dir("silent");
         let key = psk_file(&dir, "key", 5);
         // Silent during the handshake.
         let psk = start_server(

@@ -4,40 +4,9 @@
 mod common;
 
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// An HTTP/1 server answering every request with its body and `x-sha256`.
-async fn http_echo_server() -> SocketAddr {
-    async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let hash = sha256_hex(&body);
-        Ok(Response::builder()
-            .header("x-sha256", hash)
-            .body(Full::new(body))
-            .unwrap())
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(echo);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_through_the_tunnel() {
@@ -45,39 +14,9 @@ async fn http_requests_through_the_tunnel() {
         let origin = http_echo_server().await;
         let server = start_server(origin, &[]).await;
         let client = start_client(server.addr, &[]).await;
-        let entry = client.addr;
         // 200 concurrent connections, two requests each (the second on the kept-alive
         // connection), bodies of 0..64 KiB.
-        let tasks: Vec<_> = (0..200u64)
-            .map(|i| {
-                tokio::spawn(async move {
-                    let tcp = TcpStream::connect(entry).await.unwrap();
-                    let (mut sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                            .await
-                            .unwrap();
-                    tokio::spawn(conn);
-                    for k in 0..2 {
-                        let seed = i * 2 + k;
-                        let body = random_bytes(seed, (seed as usize * 331) % (64 * 1024));
-                        let want = sha256_hex(&body);
-                        let req = Request::post(format!("/echo/{seed}"))
-                            .header("host", "origin")
-                            .body(Full::new(Bytes::from(body.clone())))
-                            .unwrap();
-                        let resp = sender.send_request(req).await.unwrap();
-                        assert_eq!(resp.status(), 200);
-                        assert_eq!(resp.headers()["x-sha256"], want.as_str());
-                        let got = resp.into_body().collect().await.unwrap().to_bytes();
-                        assert_eq!(got.len(), body.len());
-                        assert_eq!(sha256_hex(&got), want);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        http_connections(client.addr, 200, 2, 0).await;
         let s = server.stats.snapshot();
         assert_eq!(s.streams_total, 200);
         assert_eq!(s.sessions, 1);
@@ -319,31 +258,24 @@ async fn streams_are_cut_when_the_grace_period_ends() {
     .await;
 }
 
-/// A directory of PEM files for one test.
-fn pem_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("braid-tls-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A self-signed certificate for `names`; returns the cert and key paths.
 fn self_signed(dir: &std::path::Path, prefix: &str, names: &[&str]) -> (String, String) {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let ck = rcgen::generate_simple_self_signed(names).unwrap();
-    let cert = dir.join(format!("{prefix}-cert.pem"));
-    let key = dir.join(format!("{prefix}-key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     (
-        cert.to_str().unwrap().to_string(),
-        key.to_str().unwrap().to_string(),
+        write_file(dir, &format!("{prefix}-cert.pem"), &ck.cert.pem()),
+        write_file(
+            dir,
+            &format!("{prefix}-key.pem"),
+            &ck.signing_key.serialize_pem(),
+        ),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_carrier() {
     bounded(async {
-        let dir = pem_dir("carrier");
+        let dir = test_dir("carrier");
         let (cert, key) = self_signed(&dir, "server", &["localhost", "127.0.0.1"]);
         let (other_ca, _) = self_signed(&dir, "other", &["localhost"]);
         let target = echo_target().await;

@@ -19,25 +19,17 @@ mod common;
 mod interop;
 
 use common::{
-    bind_client, bounded, echo_target, random_bytes, sha256_hex, signed_cert, start_client,
-    start_server, test_ca,
+    bind_client, bounded, echo_target, echo_unclosed, http_connections, http_echo_server,
+    signed_cert, start_client, start_server, test_ca, test_dir, write_file,
 };
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use interop::GoPeer;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Concurrent echo connections per run.
 const ECHO_CONNS: usize = 50;
-/// Concurrent HTTP connections per run, each carrying [`HTTP_REQUESTS`] requests.
+/// Concurrent HTTP connections per run, each carrying two requests.
 const HTTP_CONNS: usize = 20;
-const HTTP_REQUESTS: usize = 2;
 
 // ---------------------------------------------------------------------------
 // The Go tunnel process
@@ -68,6 +60,27 @@ impl GoTunnel {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("bad listening address{}", go.diagnostics()));
         GoTunnel { go, addr }
+    }
+
+    /// `-mode tunnel-client` speaking `proto` to braid's server at `server`, plus `extra`.
+    async fn client(peer: &Path, proto: &str, server: SocketAddr, extra: &[&str]) -> GoTunnel {
+        let server = server.to_string();
+        let args = ["-mode", "tunnel-client", "-proto", proto, "-addr", &server];
+        GoTunnel::start(peer, &[&args[..], extra].concat()).await
+    }
+
+    /// `-mode tunnel-server` speaking `proto`, forwarding to `target`, plus `extra`.
+    async fn server(peer: &Path, proto: &str, target: SocketAddr, extra: &[&str]) -> GoTunnel {
+        let target = target.to_string();
+        let args = [
+            "-mode",
+            "tunnel-server",
+            "-proto",
+            proto,
+            "-target",
+            &target,
+        ];
+        GoTunnel::start(peer, &[&args[..], extra].concat()).await
     }
 
     /// Waits for `n` `forwarded` events and returns their `(to_stream, from_stream)`
@@ -126,40 +139,13 @@ fn echo_lens() -> Vec<usize> {
         .collect()
 }
 
-/// One connection through `entry`: sends `len` random bytes from `seed` while reading
-/// the echo, checks all `len` bytes of it, then closes (no half-close before the reply:
-/// the Go tunnel would cut it).
-async fn echo_once(entry: SocketAddr, seed: u64, len: usize) {
-    let data = random_bytes(seed, len);
-    let tcp = TcpStream::connect(entry).await.unwrap();
-    let (mut r, mut w) = tcp.into_split();
-    let to_send = data.clone();
-    let writer = tokio::spawn(async move {
-        for part in to_send.chunks(16 * 1024) {
-            w.write_all(part).await.unwrap();
-        }
-        w // dropped only after the reply is read
-    });
-    let mut reply = vec![0u8; len];
-    r.read_exact(&mut reply)
-        .await
-        .unwrap_or_else(|e| panic!("seed {seed}: echo of {len} bytes: {e}"));
-    let _w = writer.await.unwrap();
-    assert!(
-        reply == data,
-        "seed {seed}: echo of {len} bytes differs: got sha256 {}, sent {}",
-        sha256_hex(&reply),
-        sha256_hex(&data)
-    );
-}
-
-/// [`ECHO_CONNS`] concurrent [`echo_once`]s through `entry`; returns the sizes sorted.
+/// [`ECHO_CONNS`] concurrent [`echo_unclosed`]s through `entry`; returns the sizes sorted.
 async fn echo_connections(entry: SocketAddr, seed: u64) -> Vec<usize> {
     let lens = echo_lens();
     let tasks: Vec<_> = lens
         .iter()
         .enumerate()
-        .map(|(i, &len)| tokio::spawn(echo_once(entry, seed + i as u64, len)))
+        .map(|(i, &len)| tokio::spawn(echo_unclosed(entry, seed + i as u64, len)))
         .collect();
     for t in tasks {
         t.await.unwrap();
@@ -169,76 +155,31 @@ async fn echo_connections(entry: SocketAddr, seed: u64) -> Vec<usize> {
     sorted
 }
 
-/// An HTTP/1 server answering every request with its body and `x-sha256`.
-async fn http_echo_server() -> SocketAddr {
-    async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        Ok(Response::builder()
-            .header("x-sha256", sha256_hex(&body))
-            .body(Full::new(body))
-            .unwrap())
+impl GoTunnel {
+    /// [`echo_connections`] through `entry` (seeds from `seed`), then checks the Go side's
+    /// `forwarded` reports against them: each connection carried its bytes into the
+    /// stream and the same number back out. Returns the bytes echoed in all.
+    async fn echo_checked(&mut self, entry: SocketAddr, seed: u64) -> u64 {
+        let lens = echo_connections(entry, seed).await;
+        let got = self.forwarded(lens.len()).await;
+        let want: Vec<(u64, u64)> = lens.iter().map(|&l| (l as u64, l as u64)).collect();
+        assert!(
+            got == want,
+            "Go forwarded {got:?}, want {want:?}{}",
+            self.diagnostics()
+        );
+        lens.iter().map(|&l| l as u64).sum()
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(echo);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
-/// [`HTTP_CONNS`] concurrent keep-alive connections through `entry`, each sending
-/// [`HTTP_REQUESTS`] POSTs of up to 64 KiB and checking every response body.
-async fn http_connections(entry: SocketAddr) {
-    let tasks: Vec<_> = (0..HTTP_CONNS as u64)
-        .map(|i| {
-            tokio::spawn(async move {
-                let tcp = TcpStream::connect(entry).await.unwrap();
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .unwrap();
-                let conn = tokio::spawn(conn);
-                for k in 0..HTTP_REQUESTS as u64 {
-                    let seed = 1000 + i * HTTP_REQUESTS as u64 + k;
-                    let body = random_bytes(seed, (seed as usize * 331) % (64 * 1024));
-                    let want = sha256_hex(&body);
-                    let req = Request::post(format!("/echo/{seed}"))
-                        .header("host", "origin")
-                        .body(Full::new(Bytes::from(body.clone())))
-                        .unwrap();
-                    let resp = sender.send_request(req).await.unwrap();
-                    assert_eq!(resp.status(), 200, "request {seed}");
-                    assert_eq!(resp.headers()["x-sha256"], want.as_str(), "request {seed}");
-                    let got = resp.into_body().collect().await.unwrap().to_bytes();
-                    assert_eq!(got.len(), body.len(), "request {seed}");
-                    assert_eq!(sha256_hex(&got), want, "request {seed}");
-                }
-                // Every response is in: closing the connection now loses nothing.
-                drop(sender);
-                conn.await.unwrap().unwrap();
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
+    /// [`HTTP_CONNS`] HTTP connections through `entry`; returns what the Go side
+    /// reported forwarding in all: (into its streams, out of its streams).
+    async fn http_forwarded(&mut self, entry: SocketAddr) -> (u64, u64) {
+        http_connections(entry, HTTP_CONNS as u64, 2, 1000).await;
+        let forwarded = self.forwarded(HTTP_CONNS).await;
+        let to_stream = forwarded.iter().map(|f| f.0).sum();
+        let from_stream = forwarded.iter().map(|f| f.1).sum();
+        (to_stream, from_stream)
     }
-}
-
-/// Checks the Go side's `forwarded` reports against the echo sizes: each connection
-/// carried its bytes into the stream and the same number back out.
-fn assert_echo_forwarded(go: &GoTunnel, got: &[(u64, u64)], lens: &[usize]) {
-    let want: Vec<(u64, u64)> = lens.iter().map(|&l| (l as u64, l as u64)).collect();
-    assert!(
-        got == want,
-        "Go forwarded {got:?}, want {want:?}{}",
-        go.diagnostics()
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -250,73 +191,39 @@ async fn go_client_to_braid_server(proto: &str) {
     let Some(peer) = interop::go_peer() else {
         return;
     };
-    let total = |lens: &[usize]| lens.iter().map(|&l| l as u64).sum::<u64>();
-
     // Echo, with the server detecting the protocol (the default) and tuned: the tuning
     // is kept for whatever the Go client speaks.
     let target = echo_target().await;
     let tuning = ["--max-frame-size", "4KiB", "--max-stream-buffer", "512KiB"];
     let server = start_server(target, &tuning).await;
-    let server_addr = server.addr.to_string();
-    let go_args = [
-        "-mode",
-        "tunnel-client",
-        "-proto",
-        proto,
-        "-addr",
-        &server_addr,
-    ];
-    let mut go = GoTunnel::start(&peer, &go_args).await;
-    let lens = echo_connections(go.addr, 1).await;
-    let forwarded = go.forwarded(lens.len()).await;
-    assert_echo_forwarded(&go, &forwarded, &lens);
+    let mut go = GoTunnel::client(&peer, proto, server.addr, &[]).await;
+    let total = go.echo_checked(go.addr, 1).await;
     assert_eq!(
         server.stats.snapshot().sessions,
         1,
         "{proto}: one carrier, the Go client's"
     );
-    // Closing braid's server ends the Go client's session cleanly. It also waits for its
-    // forwarding tasks, so the byte counts are final then.
-    let stats = server.stats.clone();
-    server.shutdown().await;
+    // Closing braid's server ends the Go client's session cleanly.
+    let s = server.final_counts().await;
     go.exits_after_session_end().await;
-    let s = stats.snapshot();
     assert_eq!(
         s.streams_total, ECHO_CONNS as u64,
         "{proto}: one stream per connection"
     );
-    assert_eq!(
-        (s.bytes_up, s.bytes_down),
-        (total(&lens), total(&lens)),
-        "{proto}"
-    );
+    assert_eq!((s.bytes_up, s.bytes_down), (total, total), "{proto}");
 
     // HTTP, with the protocol named on the server.
     let origin = http_echo_server().await;
     let server = start_server(origin, &["--proto", proto]).await;
-    let server_addr = server.addr.to_string();
-    let go_args = [
-        "-mode",
-        "tunnel-client",
-        "-proto",
-        proto,
-        "-addr",
-        &server_addr,
-    ];
-    let mut go = GoTunnel::start(&peer, &go_args).await;
-    http_connections(go.addr).await;
-    let forwarded = go.forwarded(HTTP_CONNS).await;
-    let stats = server.stats.clone();
-    server.shutdown().await;
-    let s = stats.snapshot();
+    let mut go = GoTunnel::client(&peer, proto, server.addr, &[]).await;
+    let (to_stream, from_stream) = go.http_forwarded(go.addr).await;
+    let s = server.final_counts().await;
     assert_eq!(s.streams_total, HTTP_CONNS as u64, "{proto}");
     // What Go put into the streams reached the origin, and what the origin answered
     // came back out of them to the applications.
-    let up: u64 = forwarded.iter().map(|f| f.0).sum();
-    let down: u64 = forwarded.iter().map(|f| f.1).sum();
     assert_eq!(
         (s.bytes_up, s.bytes_down),
-        (up, down),
+        (to_stream, from_stream),
         "{proto}{}",
         go.diagnostics()
     );
@@ -347,59 +254,27 @@ async fn braid_client_to_go_server(proto: &str) {
     let Some(peer) = interop::go_peer() else {
         return;
     };
-    let total = |lens: &[usize]| lens.iter().map(|&l| l as u64).sum::<u64>();
-
     // Echo over two carriers, each a session of its own on the Go side.
-    let target = echo_target().await.to_string();
-    let go_args = [
-        "-mode",
-        "tunnel-server",
-        "-proto",
-        proto,
-        "-target",
-        &target,
-    ];
-    let mut go = GoTunnel::start(&peer, &go_args).await;
+    let target = echo_target().await;
+    let mut go = GoTunnel::server(&peer, proto, target, &[]).await;
     let mut client = start_client(go.addr, &["--proto", proto, "--conns", "2"]).await;
     client.wait_carriers(2).await;
-    let lens = echo_connections(client.addr, 2).await;
-    let forwarded = go.forwarded(lens.len()).await;
-    assert_echo_forwarded(&go, &forwarded, &lens);
-    // The client's shutdown waits for its forwarding tasks: the counts are final then.
-    let stats = client.stats.clone();
-    client.shutdown().await;
-    let c = stats.snapshot();
+    let total = go.echo_checked(client.addr, 2).await;
+    let c = client.final_counts().await;
     assert_eq!(c.streams_total, ECHO_CONNS as u64, "{proto}");
-    assert_eq!(
-        (c.bytes_up, c.bytes_down),
-        (total(&lens), total(&lens)),
-        "{proto}"
-    );
+    assert_eq!((c.bytes_up, c.bytes_down), (total, total), "{proto}");
     // Both of Go's sessions, one per carrier, end with braid's client.
     go.sessions_end(2).await;
     assert_eq!(go.count("session_start"), 2, "{proto}{}", go.diagnostics());
 
     // HTTP.
-    let origin = http_echo_server().await.to_string();
-    let go_args = [
-        "-mode",
-        "tunnel-server",
-        "-proto",
-        proto,
-        "-target",
-        &origin,
-    ];
-    let mut go = GoTunnel::start(&peer, &go_args).await;
+    let origin = http_echo_server().await;
+    let mut go = GoTunnel::server(&peer, proto, origin, &[]).await;
     let client = start_client(go.addr, &["--proto", proto]).await;
-    http_connections(client.addr).await;
-    let forwarded = go.forwarded(HTTP_CONNS).await;
-    let stats = client.stats.clone();
-    client.shutdown().await;
-    let c = stats.snapshot();
+    let (to_stream, from_stream) = go.http_forwarded(client.addr).await;
+    let c = client.final_counts().await;
     assert_eq!(c.streams_total, HTTP_CONNS as u64, "{proto}");
     // Go's "into the stream" is the origin's answer, braid's "down".
-    let to_stream: u64 = forwarded.iter().map(|f| f.0).sum();
-    let from_stream: u64 = forwarded.iter().map(|f| f.1).sum();
     assert_eq!(
         (c.bytes_up, c.bytes_down),
         (from_stream, to_stream),
@@ -440,13 +315,8 @@ struct Certs {
 
 impl Certs {
     fn new(name: &str) -> Certs {
-        let dir = std::env::temp_dir().join(format!("braid-go-tls-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |file: &str, text: &str| {
-            let path = dir.join(file);
-            std::fs::write(&path, text).unwrap();
-            path.to_string_lossy().into_owned()
-        };
+        let dir = test_dir(name);
+        let write = |file: &str, text: &str| write_file(&dir, file, text);
         let (ca_pem, issuer) = test_ca("braid Go interop CA");
         let (server_cert, server_key) = signed_cert("127.0.0.1", &issuer);
         let (client_cert, client_key) = signed_cert("go-or-braid-client", &issuer);
@@ -486,15 +356,8 @@ async fn go_tunnel_client_to_braid_server_over_mutual_tls() {
             &c.ca,
         ];
         let server = start_server(target, &server_args).await;
-        let server_addr = server.addr.to_string();
         for (i, proto) in ["smux1", "smux2", "yamux"].into_iter().enumerate() {
-            let go_args = [
-                "-mode",
-                "tunnel-client",
-                "-proto",
-                proto,
-                "-addr",
-                &server_addr,
+            let go_tls = [
                 "-tls-ca",
                 &c.ca,
                 "-tls-cert",
@@ -502,10 +365,8 @@ async fn go_tunnel_client_to_braid_server_over_mutual_tls() {
                 "-tls-key",
                 &c.client_key,
             ];
-            let mut go = GoTunnel::start(&peer, &go_args).await;
-            let lens = echo_connections(go.addr, 10 * i as u64).await;
-            let forwarded = go.forwarded(lens.len()).await;
-            assert_echo_forwarded(&go, &forwarded, &lens);
+            let mut go = GoTunnel::client(&peer, proto, server.addr, &go_tls).await;
+            go.echo_checked(go.addr, 10 * i as u64).await;
             go.go.kill().await;
         }
         let s = server.stats.snapshot();
@@ -527,15 +388,9 @@ async fn braid_client_to_go_tunnel_server_over_mutual_tls() {
             return;
         };
         let c = Certs::new("go-server");
-        let target = echo_target().await.to_string();
+        let target = echo_target().await;
         for (i, proto) in ["smux1", "smux2", "yamux"].into_iter().enumerate() {
-            let go_args = [
-                "-mode",
-                "tunnel-server",
-                "-proto",
-                proto,
-                "-target",
-                &target,
+            let go_tls = [
                 "-tls-cert",
                 &c.server_cert,
                 "-tls-key",
@@ -543,7 +398,7 @@ async fn braid_client_to_go_tunnel_server_over_mutual_tls() {
                 "-tls-ca",
                 &c.ca,
             ];
-            let mut go = GoTunnel::start(&peer, &go_args).await;
+            let mut go = GoTunnel::server(&peer, proto, target, &go_tls).await;
             let client_args = [
                 "--proto",
                 proto,
@@ -555,9 +410,7 @@ async fn braid_client_to_go_tunnel_server_over_mutual_tls() {
                 &c.client_key,
             ];
             let client = start_client(go.addr, &client_args).await;
-            let lens = echo_connections(client.addr, 100 + 10 * i as u64).await;
-            let forwarded = go.forwarded(lens.len()).await;
-            assert_echo_forwarded(&go, &forwarded, &lens);
+            go.echo_checked(client.addr, 100 + 10 * i as u64).await;
             client.shutdown().await;
             go.sessions_end(1).await;
 

@@ -8,8 +8,6 @@ use common::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 fn kcptun(bin: &str) -> Option<PathBuf> {
@@ -48,20 +46,6 @@ fn free_port(udp: bool) -> u16 {
     }
 }
 
-/// Writes `len` bytes through `addr` and reads the echo back, without half-closing:
-/// kcptun closes both directions of a stream when either ends.
-async fn echo(addr: SocketAddr, seed: u64, len: usize) {
-    let data = random_bytes(seed, len);
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = tcp.into_split();
-    let sent = data.clone();
-    let writer = tokio::spawn(async move { w.write_all(&sent).await.map(|_| w) });
-    let mut got = vec![0u8; len];
-    r.read_exact(&mut got).await.unwrap();
-    let _w = writer.await.unwrap().unwrap();
-    assert_eq!(sha256_hex(&got), sha256_hex(&data), "seed {seed}");
-}
-
 async fn echo_many(addr: SocketAddr, n: u64, len: usize) {
     // Waits for a just-started process to listen (not by connecting: a probe
     // connection would become a stream too).
@@ -72,7 +56,7 @@ async fn echo_many(addr: SocketAddr, n: u64, len: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let tasks: Vec<_> = (0..n)
-        .map(|seed| tokio::spawn(echo(addr, seed, len)))
+        .map(|seed| tokio::spawn(echo_unclosed(addr, seed, len)))
         .collect();
     for t in tasks {
         t.await.unwrap();

@@ -9,6 +9,8 @@
 //! Defaults: 127.0.0.1:7000, 16 streams, 1 MiB per stream, smux1 (use the server's
 //! protocol). Prints the throughput and "ok", or the first error and exits non-zero.
 
+mod common;
+
 use braid::{Config, Protocol, Session, Side};
 use std::io;
 use std::process::ExitCode;
@@ -27,22 +29,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut positional = Vec::new();
-    let mut protocol = Protocol::SmuxV1;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--proto" => {
-                protocol = match args.next().as_deref() {
-                    Some("smux1") => Protocol::SmuxV1,
-                    Some("smux2") => Protocol::SmuxV2,
-                    _ => return Err("--proto takes smux1 or smux2".into()),
-                }
-            }
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
-            _ => positional.push(arg),
-        }
-    }
+    let (positional, protocol) = common::parse_cli()?;
     if positional.len() > 3 {
         return Err("too many arguments".into());
     }

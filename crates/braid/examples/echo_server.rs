@@ -8,6 +8,8 @@
 //! connection is one braid server session; each stream is echoed until the peer
 //! half-closes it. Try it with the `echo_client` example. Logs go to stderr.
 
+mod common;
+
 use braid::{Config, Protocol, Session, Side};
 use std::process::ExitCode;
 use tokio::net::TcpListener;
@@ -15,22 +17,11 @@ use tokio::net::TcpListener;
 const USAGE: &str = "usage: echo_server [ADDR] [--proto smux1|smux2]";
 
 fn parse_args() -> Result<(String, Protocol), String> {
-    let mut addr = "127.0.0.1:7000".to_string();
-    let mut protocol = Protocol::SmuxV1;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--proto" => {
-                protocol = match args.next().as_deref() {
-                    Some("smux1") => Protocol::SmuxV1,
-                    Some("smux2") => Protocol::SmuxV2,
-                    _ => return Err("--proto takes smux1 or smux2".into()),
-                }
-            }
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
-            _ => addr = arg,
-        }
+    let (mut positional, protocol) = common::parse_cli()?;
+    if positional.len() > 1 {
+        return Err("too many arguments".into());
     }
+    let addr = positional.pop().unwrap_or_else(|| "127.0.0.1:7000".into());
     Ok((addr, protocol))
 }
 

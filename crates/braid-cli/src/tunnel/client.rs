@@ -1,10 +1,13 @@
 //! `braid client`: carries local TCP connections as streams over carrier connections.
 
 use super::limits::protocol_name;
-use super::metrics::{self, Metrics};
-use super::pipe::{pipe, End};
+use super::metrics::Metrics;
+use super::pipe::End;
 use super::stats::{Gauge, Stats};
-use super::{accept_until, bind_listener, drain, io_reason, ClientSettings, Error, CLOSE_BOUND};
+use super::{
+    accept_until, bind_listener, bind_metrics, drain, io_reason, metrics_addr, pipe_logged,
+    spawn_reporting, ClientSettings, Error, CLOSE_BOUND,
+};
 use braid::{Session, Stream};
 use std::io;
 use std::net::SocketAddr;
@@ -51,14 +54,7 @@ impl Client {
     /// unreachable server or a TLS mistake is reported at once.
     pub async fn bind(settings: ClientSettings) -> Result<Client, Error> {
         let listener = bind_listener(&settings.listen).await?;
-        let metrics_listener = match &settings.metrics {
-            Some(addr) => Some(
-                bind_listener(addr)
-                    .await
-                    .map_err(|e| Error::Runtime(format!("{e} (--metrics)")))?,
-            ),
-            None => None,
-        };
+        let metrics_listener = bind_metrics(settings.metrics.as_deref()).await?;
         let first = if settings.wait_for_server {
             None
         } else {
@@ -81,9 +77,7 @@ impl Client {
 
     /// The address metrics are served on, with `--metrics`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
+        metrics_addr(self.metrics_listener.as_ref())
     }
 
     /// The metrics.
@@ -132,15 +126,14 @@ impl Client {
         let s = &ctx.settings;
         info!(%listen, server = %s.server, protocol = ?s.config.protocol, conns = s.conns,
               auth = s.auth.describe(), "client started");
-        if let Some(every) = s.stats {
-            ctx.stats.spawn_reporter(every, ctx.kill.clone());
-            if let Some(kcp) = &s.kcp {
-                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
-            }
-        }
-        if let Some(l) = metrics_listener {
-            tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
-        }
+        spawn_reporting(
+            &ctx.stats,
+            s.stats,
+            &ctx.metrics,
+            metrics_listener,
+            s.kcp.as_ref(),
+            &ctx.kill,
+        );
         let keepers = TaskTracker::new();
         for slot in 0..s.conns {
             keepers.spawn(keep_connected(slot, first.take(), ctx.clone()));
@@ -271,19 +264,16 @@ async fn carry(tcp: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
         .metrics
         .stream(protocol_name(ctx.settings.config.protocol));
     debug!(%peer, stream = id, "carrying");
-    match pipe(
+    pipe_logged(
         stream,
         &session,
         tcp,
         End::Client,
-        ctx.stats.clone(),
-        ctx.kill.clone(),
+        &ctx.stats,
+        &ctx.kill,
+        peer,
     )
-    .await
-    {
-        Ok(()) => debug!(%peer, stream = id, "stream done"),
-        Err(e) => info!(%peer, stream = id, "stream aborted: {e}"),
-    }
+    .await;
 }
 
 /// The carrier sessions, one slot per `--conns`, empty while reconnecting.

@@ -138,6 +138,61 @@ async fn bind_listener(addr: &str) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|e| Error::Runtime(format!("cannot listen on {addr}: {}", io_reason(&e))))
 }
 
+/// Binds the `--metrics` listener, if one is asked for.
+async fn bind_metrics(addr: Option<&str>) -> Result<Option<tokio::net::TcpListener>, Error> {
+    match addr {
+        Some(addr) => bind_listener(addr)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Runtime(format!("{e} (--metrics)"))),
+        None => Ok(None),
+    }
+}
+
+/// The address a `--metrics` listener is bound to.
+fn metrics_addr(listener: Option<&tokio::net::TcpListener>) -> Option<std::net::SocketAddr> {
+    listener.and_then(|l| l.local_addr().ok())
+}
+
+/// Starts the `--stats` reporter (every `every`) and the `--metrics` server (on
+/// `listener`), both of which end when `kill` fires.
+fn spawn_reporting(
+    stats: &std::sync::Arc<Stats>,
+    every: Option<Duration>,
+    metrics: &std::sync::Arc<Metrics>,
+    listener: Option<tokio::net::TcpListener>,
+    kcp: Option<&kcp::KcpSettings>,
+    kill: &CancellationToken,
+) {
+    if let Some(every) = every {
+        stats.spawn_reporter(every, kill.clone());
+        if let Some(kcp) = kcp {
+            kcp::spawn_reporter(kcp, every, kill.clone());
+        }
+    }
+    if let Some(l) = listener {
+        tokio::spawn(metrics::serve(l, metrics.clone(), kill.clone()));
+    }
+}
+
+/// Pipes `stream` and `tcp` (the connection from or to `peer`) together until both
+/// directions end, and logs how it ended.
+async fn pipe_logged(
+    stream: braid::Stream,
+    session: &braid::Session,
+    tcp: tokio::net::TcpStream,
+    end: pipe::End,
+    stats: &std::sync::Arc<Stats>,
+    kill: &CancellationToken,
+    peer: std::net::SocketAddr,
+) {
+    let id = stream.id().0;
+    match pipe::pipe(stream, session, tcp, end, stats.clone(), kill.clone()).await {
+        Ok(()) => tracing::debug!(%peer, stream = id, "stream done"),
+        Err(e) => tracing::info!(%peer, stream = id, "stream aborted: {e}"),
+    }
+}
+
 /// Accepts TCP connections until `shutdown`, handing each to `serve` on `tasks`. After
 /// an accept error (out of file descriptors and the like) it backs off, logging at most
 /// once per interval. The listener is closed on return.

@@ -2,10 +2,13 @@
 
 use super::auth::BoxIo;
 use super::limits::{self, protocol_name, Throttle};
-use super::metrics::{self, Metrics};
-use super::pipe::{pipe, End};
+use super::metrics::Metrics;
+use super::pipe::End;
 use super::stats::Stats;
-use super::{accept_until, bind_listener, drain, io_reason, Error, ServerSettings, CLOSE_BOUND};
+use super::{
+    accept_until, bind_listener, bind_metrics, drain, io_reason, metrics_addr, pipe_logged,
+    spawn_reporting, Error, ServerSettings, CLOSE_BOUND,
+};
 use braid::{ConnectionError, Protocol, Session, Stream};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -60,14 +63,7 @@ impl Server {
             None => Listener::Tcp(bind_listener(&settings.listen).await?),
             Some(kcp) => Listener::Kcp(super::kcp::bind(&settings.listen, kcp).await?),
         };
-        let metrics_listener = match &settings.metrics {
-            Some(addr) => Some(
-                bind_listener(addr)
-                    .await
-                    .map_err(|e| Error::Runtime(format!("{e} (--metrics)")))?,
-            ),
-            None => None,
-        };
+        let metrics_listener = bind_metrics(settings.metrics.as_deref()).await?;
         Ok(Server {
             listener,
             metrics_listener,
@@ -79,9 +75,7 @@ impl Server {
 
     /// The address metrics are served on, with `--metrics`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
+        metrics_addr(self.metrics_listener.as_ref())
     }
 
     /// The metrics.
@@ -127,15 +121,14 @@ impl Server {
         let s = &ctx.settings;
         info!(%listen, target = %s.target, protocol = ?s.config.protocol,
               auth = s.auth.describe(), limits = ?s.limits, "server started");
-        if let Some(every) = s.stats {
-            ctx.stats.spawn_reporter(every, ctx.kill.clone());
-            if let Some(kcp) = &s.kcp {
-                super::kcp::spawn_reporter(kcp, every, ctx.kill.clone());
-            }
-        }
-        if let Some(l) = metrics_listener {
-            tokio::spawn(metrics::serve(l, ctx.metrics.clone(), ctx.kill.clone()));
-        }
+        spawn_reporting(
+            &ctx.stats,
+            s.stats,
+            &ctx.metrics,
+            metrics_listener,
+            s.kcp.as_ref(),
+            &ctx.kill,
+        );
         let sessions = TaskTracker::new();
         match listener {
             Listener::Tcp(listener) => {
@@ -352,17 +345,14 @@ async fn forward(
     };
     let _ = tcp.set_nodelay(true);
     debug!(%peer, stream = id, "forwarding to {}", s.target);
-    match pipe(
+    pipe_logged(
         stream,
         &session,
         tcp,
         End::Server,
-        ctx.stats.clone(),
-        ctx.kill.clone(),
+        &ctx.stats,
+        &ctx.kill,
+        peer,
     )
-    .await
-    {
-        Ok(()) => debug!(%peer, stream = id, "stream done"),
-        Err(e) => info!(%peer, stream = id, "stream aborted: {e}"),
-    }
+    .await;
 }

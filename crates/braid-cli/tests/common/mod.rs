@@ -1,10 +1,15 @@
 //! Test helpers: in-process tunnel ends, TCP targets, random payloads.
 #![allow(dead_code)] // each test binary uses a part
 
-use braid_cli::tunnel::{Client, ClientArgs, Error, Server, ServerArgs, Stats};
+use braid_cli::tunnel::{Client, ClientArgs, Error, Server, ServerArgs, Snapshot, Stats};
 use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +42,27 @@ struct ClientCli {
     args: ClientArgs,
 }
 
+/// The `braid` binary under test.
+pub const BRAID: &str = env!("CARGO_BIN_EXE_braid");
+
+/// Runs `braid ARGS...` to its end, with the environment variables `env` added;
+/// returns the exit code, stdout and stderr.
+pub async fn run_braid(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BRAID)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// A tunnel end running in this process.
 pub struct Running {
     /// Its listening address.
@@ -58,6 +84,13 @@ impl Running {
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
+    }
+
+    /// Shuts down, which waits for the forwarding tasks, and returns the final counts.
+    pub async fn final_counts(self) -> Snapshot {
+        let stats = self.stats.clone();
+        self.shutdown().await;
+        stats.snapshot()
     }
 
     /// Client only: waits until `n` carriers are up.
@@ -113,10 +146,17 @@ pub async fn start_client(server: SocketAddr, args: &[&str]) -> Running {
 
 /// A TCP echo server: each direction copied until EOF, then the FIN passed on.
 pub async fn echo_target() -> SocketAddr {
+    counting_target().await.0
+}
+
+/// An [`echo_target`] that counts the connections it accepted.
+pub async fn counting_target() -> (SocketAddr, watch::Receiver<usize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (tx, rx) = watch::channel(0usize);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            tx.send_modify(|n| *n += 1);
             tokio::spawn(async move {
                 let (mut r, mut w) = tcp.into_split();
                 if tokio::io::copy(&mut r, &mut w).await.is_ok() {
@@ -125,7 +165,69 @@ pub async fn echo_target() -> SocketAddr {
             });
         }
     });
+    (addr, rx)
+}
+
+/// An HTTP/1 server answering every request with its body and `x-sha256`.
+pub async fn http_echo_server() -> SocketAddr {
+    async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Ok(Response::builder()
+            .header("x-sha256", sha256_hex(&body))
+            .body(Full::new(body))
+            .unwrap())
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(echo);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
     addr
+}
+
+/// `conns` concurrent keep-alive connections through `entry` to an [`http_echo_server`],
+/// each sending `requests` POSTs of up to 64 KiB (seeds from `first_seed` on) and
+/// checking every response; each connection is closed once all its answers are in.
+pub async fn http_connections(entry: SocketAddr, conns: u64, requests: u64, first_seed: u64) {
+    let tasks: Vec<_> = (0..conns)
+        .map(|i| {
+            tokio::spawn(async move {
+                let tcp = TcpStream::connect(entry).await.unwrap();
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                let conn = tokio::spawn(conn);
+                for k in 0..requests {
+                    let seed = first_seed + i * requests + k;
+                    let body = random_bytes(seed, (seed as usize * 331) % (64 * 1024));
+                    let want = sha256_hex(&body);
+                    let req = Request::post(format!("/echo/{seed}"))
+                        .header("host", "origin")
+                        .body(Full::new(Bytes::from(body.clone())))
+                        .unwrap();
+                    let resp = sender.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), 200, "request {seed}");
+                    assert_eq!(resp.headers()["x-sha256"], want.as_str(), "request {seed}");
+                    let got = resp.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(got.len(), body.len(), "request {seed}");
+                    assert_eq!(sha256_hex(&got), want, "request {seed}");
+                }
+                // Every response is in: closing the connection now loses nothing.
+                drop(sender);
+                conn.await.unwrap().unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 /// A port on 127.0.0.1 that nothing listens on.
@@ -177,6 +279,33 @@ pub async fn assert_echo(addr: SocketAddr, seed: u64, len: usize) {
     );
 }
 
+/// One connection through `addr`: sends `len` random bytes from `seed` while reading
+/// the echo, checks all `len` bytes of it, then closes, with no half-close before the
+/// reply: kcptun and the Go tunnel close both directions of a stream when either ends.
+pub async fn echo_unclosed(addr: SocketAddr, seed: u64, len: usize) {
+    let data = random_bytes(seed, len);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let to_send = data.clone();
+    let writer = tokio::spawn(async move {
+        for part in to_send.chunks(16 * 1024) {
+            w.write_all(part).await.unwrap();
+        }
+        w // dropped only after the reply is read
+    });
+    let mut reply = vec![0u8; len];
+    r.read_exact(&mut reply)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: echo of {len} bytes: {e}"));
+    let _w = writer.await.unwrap();
+    assert!(
+        reply == data,
+        "seed {seed}: echo of {len} bytes differs: got sha256 {}, sent {}",
+        sha256_hex(&reply),
+        sha256_hex(&data)
+    );
+}
+
 /// Connects to `addr` and expects the connection to be closed on us without any data,
 /// e.g. because the tunnel could not reach the target. Returns true if it was reset
 /// rather than ended with FIN.
@@ -195,6 +324,20 @@ pub async fn assert_refused(addr: SocketAddr) -> bool {
         }
         Ok(n) => panic!("got {n} bytes from a refused connection"),
     }
+}
+
+/// A fresh directory for one test's files (keys, certificates), named by `name`.
+pub fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("braid-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 /// A CA for tests; returns its PEM certificate and its issuer for signing.
