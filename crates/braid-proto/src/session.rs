@@ -20,7 +20,7 @@ use crate::flow::{ReceiveBudget, WindowTuner};
 use crate::frame::{smux, yamux};
 use crate::recv_buf::Pins;
 use crate::sched::Scheduler;
-use crate::stream::{Fin, StreamEnd, StreamId, StreamState};
+use crate::stream::{Opening, RecvState, SendState, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -537,24 +537,24 @@ impl Session {
             // Counted from now, as Go takes its semaphore before writing the SYN.
             self.unacked += 1;
         }
-        let yamux = self.is_yamux();
-        let st = self.insert_stream(id, true, name);
-        st.awaiting_ack = yamux;
+        let opening = Opening::SynDue {
+            ack_awaited: self.is_yamux(),
+        };
+        self.insert_stream(id, opening, name);
         Ok(StreamId(id))
     }
 
     /// Registers a new stream (ours with its SYN due, or the peer's) and arms its idle
     /// timer.
-    fn insert_stream(&mut self, id: u32, ours: bool, name: Bytes) -> &mut StreamState {
-        let mut st = StreamState::new(&self.config, ours, self.now, name);
+    fn insert_stream(&mut self, id: u32, opening: Opening, name: Bytes) {
+        let mut st = StreamState::new(&self.config, opening, self.now, name);
         self.next_serial += 1;
         st.serial = self.next_serial;
-        if ours {
+        if opening.syn_due() {
             self.sched.push_control(&mut st.queued, id);
         }
         self.streams.insert(id, st);
         self.arm_stream_timer(id, timers::TimerKind::Idle, self.now);
-        self.streams.get_mut(&id).expect("just inserted")
     }
 
     /// The gmux name the stream was opened with (empty if none).
@@ -606,7 +606,7 @@ impl Session {
         }
         if self.is_yamux() {
             if let Some(st) = self.streams.get_mut(&id) {
-                st.ack_due = true;
+                st.opening = Opening::AckDue;
                 self.sched.push_control(&mut st.queued, id);
             }
         }
@@ -649,21 +649,22 @@ impl Session {
             Some(st) if !st.released => st,
             _ => return Err(WriteError::UnknownStream(id)),
         };
-        if let Some(reason) = st.reset {
+        if let Some(reason) = st.reset() {
             return Err(WriteError::Reset(id, reason));
         }
         if let Some(e) = closed {
             return Err(WriteError::SessionClosed(e));
         }
-        if st.fin != Fin::Open {
-            return Err(WriteError::Closed(id));
-        }
-        if let Some(o) = st.overconsumed {
-            return Err(WriteError::Consumed {
-                stream: id,
-                written: o.written,
-                consumed: o.consumed,
-            });
+        match st.send_state {
+            SendState::Open => {}
+            SendState::Consumed(o) => {
+                return Err(WriteError::Consumed {
+                    stream: id,
+                    written: o.written,
+                    consumed: o.consumed,
+                })
+            }
+            _ => return Err(WriteError::Closed(id)),
         }
         if len == 0 {
             return Ok(0);
@@ -727,11 +728,12 @@ impl Session {
             Some(st) if !st.released => st,
             _ => return Err(ReadError::UnknownStream(id)),
         };
-        if let Some(reason) = st.reset {
+        if let Some(reason) = st.reset() {
             return Err(ReadError::Reset(id, reason));
         }
+        let fin_received = st.recv_state.fin_received();
         if st.recv_len() == 0 {
-            if st.remote_fin {
+            if fin_received {
                 return Ok((0, take(st, &mut self.pins).1));
             }
             if let Some(e) = closed {
@@ -742,7 +744,7 @@ impl Session {
         }
         let (n, out) = take(st, &mut self.pins);
         // After the peer's FIN no more data comes: a window update would be noise.
-        if closed.is_none() && !st.remote_fin && st.recv_flow.on_read(n, window, st.recv_len()) {
+        if closed.is_none() && !fin_received && st.recv_flow.on_read(n, window, st.recv_len()) {
             st.upd_due = true;
             self.sched.push_control(&mut st.queued, id.0);
         }
@@ -756,9 +758,8 @@ impl Session {
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
-        if st.fin == Fin::Open {
-            st.fin = Fin::Pending;
-            st.cause.get_or_insert(StreamEnd::LocalClose);
+        if !st.send_state.write_closed() {
+            st.send_state = SendState::FinPending;
             if st.fin_ready() {
                 self.sched.push_control(&mut st.queued, id.0);
             }
@@ -769,24 +770,24 @@ impl Session {
     /// the end of the session. `None` while it is still open in either direction.
     pub fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
         let st = self.streams.get(&id.0)?;
-        if let Some(reason) = st.reset {
-            return Some(StreamEnd::Reset(reason));
+        match (st.send_state, st.recv_state) {
+            (SendState::Reset { reason, .. }, _) => Some(StreamEnd::Reset(reason)),
+            (SendState::FinSent, RecvState::Finished { peer_first: true }) => {
+                Some(StreamEnd::PeerFin)
+            }
+            (SendState::FinSent, RecvState::Finished { peer_first: false }) => {
+                Some(StreamEnd::LocalClose)
+            }
+            // A session ends every stream it still holds unfinished.
+            _ => self.close_reason().cloned().map(StreamEnd::Session),
         }
-        if st.ended {
-            return st.cause.clone();
-        }
-        None
     }
 
-    /// Marks a stream ended once it is, raising [`Event::StreamEnded`] for a held stream.
-    fn check_end(&mut self, id: u32) {
-        if let Some(st) = self.streams.get_mut(&id) {
-            if !st.ended && st.finished() {
-                st.ended = true;
-                if !st.released {
-                    self.events.push_back(Event::StreamEnded(StreamId(id)));
-                }
-            }
+    /// Raises [`Event::StreamEnded`] for a stream that has just finished, if the
+    /// application holds it. Called once per stream, by the transition that finished it.
+    fn report_end(&mut self, id: u32) {
+        if self.streams.get(&id).is_some_and(|st| !st.released) {
+            self.events.push_back(Event::StreamEnded(StreamId(id)));
         }
     }
 
@@ -809,7 +810,7 @@ impl Session {
             self.streams.remove(&id.0);
             return;
         }
-        if st.reset.is_none() {
+        if st.reset().is_none() {
             // The discarded data's window goes back to the peer's writer, which would
             // otherwise wait for credit until the close timeout resets the stream.
             self.give_back_window(id.0);
@@ -941,10 +942,9 @@ impl Session {
         // However the session ended, the driver's last flush and shutdown are bounded.
         self.close_deadline
             .get_or_insert(self.now + self.config.close_timeout);
-        for (id, st) in self.streams.iter_mut() {
-            if !st.ended {
-                st.ended = true;
-                st.cause = Some(StreamEnd::Session(reason.clone()));
+        // Streams not finished yet end with the session (see `stream_end`).
+        for (id, st) in self.streams.iter() {
+            if !st.finished() {
                 self.events.push_back(Event::StreamEnded(StreamId(*id)));
             }
         }
@@ -959,14 +959,16 @@ impl Session {
             return;
         };
         let done = st.released
-            && match st.reset {
-                Some(_) => !st.rst_due && (yamux || st.fin == Fin::Sent),
+            && match st.send_state {
+                // The peer has been told (RST, or smux's FIN).
+                SendState::Reset { notify, .. } => !notify,
                 // A sent FIN means the send buffer is empty, and a released stream keeps
                 // no received data, so nothing is left to account for.
-                None => st.fin == Fin::Sent && (!yamux || st.remote_fin),
+                SendState::FinSent => !yamux || st.recv_state.fin_received(),
+                _ => false,
             };
         if done {
-            if st.awaiting_ack {
+            if st.opening.awaiting_ack() {
                 self.unacked -= 1;
             }
             if let (Some(tuner), crate::stream::RecvFlow::Yamux(w)) =
@@ -983,7 +985,7 @@ impl Session {
             && self
                 .streams
                 .values()
-                .all(|st| st.fin == Fin::Sent || st.reset.is_some())
+                .all(|st| matches!(st.send_state, SendState::FinSent | SendState::Reset { .. }))
         {
             self.fail(ConnectionError::LocallyClosed);
         }
@@ -996,33 +998,33 @@ impl Session {
         let Some(st) = self.streams.get_mut(&id) else {
             return;
         };
-        if st.reset.is_some() {
+        if st.reset().is_some() {
             return;
         }
-        st.reset = Some(reason);
+        // Both FINs exchanged: the stream had ended already.
+        let had_ended = st.finished();
+        // yamux sends RST; smux, which has no RST, a FIN unless its FIN is out already.
+        let notify = tell_peer && (yamux || st.send_state != SendState::FinSent);
+        st.send_state = SendState::Reset { reason, notify };
         self.send_buffered -= st.send.len();
         st.send.clear();
         let dropped = st.recv.clear(&mut self.pins);
         self.budget.refund(dropped);
-        if st.awaiting_ack {
-            st.awaiting_ack = false;
+        if st.opening.take_ack() {
             self.unacked -= 1;
             if std::mem::take(&mut self.open_waiting) {
                 self.events.push_back(Event::Openable);
             }
         }
         if tell_peer {
-            if yamux {
-                st.rst_due = true;
-            } else if st.fin != Fin::Sent {
-                st.fin = Fin::Pending;
-            }
             self.sched.push_control(&mut st.queued, id);
         }
         if !st.released && reason != ResetReason::Locally {
             self.events.push_back(Event::Reset(StreamId(id)));
         }
-        self.check_end(id);
+        if !had_ended {
+            self.report_end(id);
+        }
         self.forget_if_done(id);
     }
 

@@ -3,7 +3,7 @@
 use super::{Session, State};
 use crate::config::{Config, Side};
 use crate::error::{ConnectionError, ResetReason};
-use crate::stream::Fin;
+use crate::stream::SendState;
 use std::cmp::Ordering;
 use std::time::Instant;
 
@@ -177,16 +177,16 @@ impl Session {
                 continue;
             };
             let expired = match t.kind {
-                TimerKind::Open => st.awaiting_ack,
+                TimerKind::Open => st.opening.awaiting_ack(),
                 // After our FIN (yamux) the peer's must follow; a released stream must
                 // get its own FIN out.
                 TimerKind::Close => {
-                    (st.fin == Fin::Sent && !st.remote_fin) || (st.released && st.fin != Fin::Sent)
+                    let fin_sent = st.send_state == SendState::FinSent;
+                    (fin_sent && !st.recv_state.fin_received()) || (st.released && !fin_sent)
                 }
                 TimerKind::Idle => {
-                    let finished = st.fin == Fin::Sent && st.remote_fin;
                     match st.idle_timeout {
-                        Some(idle) if !finished && st.reset.is_none() => {
+                        Some(idle) if !st.finished() => {
                             let due = st.last_data + idle;
                             if due > now {
                                 // Data moved since this timer was armed: look again later.
@@ -205,7 +205,12 @@ impl Session {
                     }
                 }
             };
-            if expired && self.streams.get(&t.id).is_some_and(|st| st.reset.is_none()) {
+            if expired
+                && self
+                    .streams
+                    .get(&t.id)
+                    .is_some_and(|st| st.reset().is_none())
+            {
                 let reason = match t.kind {
                     TimerKind::Open => ResetReason::OpenTimeout,
                     TimerKind::Close => ResetReason::CloseTimeout,
