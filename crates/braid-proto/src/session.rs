@@ -11,6 +11,9 @@
 mod recv;
 mod timers;
 mod transmit;
+mod view;
+
+pub use view::{StreamMut, StreamRef};
 
 use crate::config::{Config, Side};
 use crate::error::{
@@ -31,7 +34,7 @@ pub enum Event {
     /// Inbound streams wait in the accept queue: call [`Session::accept`].
     Incoming,
     /// The stream has ended (both sides finished, a reset, or the session ended):
-    /// [`Session::stream_end`] says why. Raised once per stream still held by the
+    /// [`StreamMut::end`] says why. Raised once per stream still held by the
     /// application.
     StreamEnded(StreamId),
     /// Data arrived on a stream whose last read found nothing.
@@ -190,7 +193,7 @@ pub struct SessionStats {
     pub rtt: Option<Duration>,
 }
 
-/// Counters and flow-control state of one stream, from [`Session::stream_stats`].
+/// Counters and flow-control state of one stream, from [`StreamMut::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamStats {
@@ -426,8 +429,8 @@ impl Session {
         }
     }
 
-    /// A stream's counters and windows.
-    pub fn stream_stats(&self, id: StreamId) -> Option<StreamStats> {
+    // See [`StreamMut::stats`].
+    fn stream_stats(&self, id: StreamId) -> Option<StreamStats> {
         use crate::stream::{RecvFlow, SendFlow};
         let st = self.streams.get(&id.0)?;
         Some(StreamStats {
@@ -491,7 +494,7 @@ impl Session {
 
     /// Opens a stream with a gmux name, sent as the SYN payload exactly as gmux does
     /// (needs `Config::stream_names`, smux only; names up to 65535 bytes). The peer reads
-    /// it with [`Session::stream_name`].
+    /// it with [`StreamMut::name`].
     pub fn open_named(&mut self, name: &[u8]) -> Result<StreamId, OpenError> {
         if !self.config.stream_names {
             return Err(OpenError::NamesDisabled);
@@ -557,16 +560,13 @@ impl Session {
         self.arm_stream_timer(id, timers::TimerKind::Idle, self.now);
     }
 
-    /// The gmux name the stream was opened with (empty if none).
-    pub fn stream_name(&self, id: StreamId) -> Option<&[u8]> {
+    // See [`StreamMut::name`].
+    fn stream_name(&self, id: StreamId) -> Option<&[u8]> {
         self.streams.get(&id.0).map(|st| &st.name[..])
     }
 
-    /// Sets the stream's idle timeout (`None`: never): once no data has moved either way
-    /// for that long, the stream is reset (yamux RST, smux FIN) and its calls, including
-    /// those already waiting, fail with `TimedOut`. Takes effect from the last data, so
-    /// shortening it on an idle stream can expire it at the next timeout check.
-    pub fn set_idle_timeout(&mut self, id: StreamId, timeout: Option<Duration>) {
+    // See [`StreamMut::set_idle_timeout`].
+    fn set_idle_timeout(&mut self, id: StreamId, timeout: Option<Duration>) {
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
@@ -574,22 +574,20 @@ impl Session {
         self.arm_stream_timer(id.0, timers::TimerKind::Idle, self.now);
     }
 
-    /// Sets the stream's send priority (0 lowest, the default; 255 highest). Streams of a
-    /// higher priority send first; lower ones keep `Config::priority_share` percent of the
-    /// link while they wait. Streams of one priority share fairly.
-    pub fn set_priority(&mut self, id: StreamId, priority: u8) {
+    // See [`StreamMut::set_priority`].
+    fn set_priority(&mut self, id: StreamId, priority: u8) {
         if let Some(st) = self.streams.get_mut(&id.0) {
             st.queued.priority = priority;
         }
     }
 
-    /// The stream's send priority.
-    pub fn priority(&self, id: StreamId) -> Option<u8> {
+    // See [`StreamMut::priority`].
+    fn priority(&self, id: StreamId) -> Option<u8> {
         self.streams.get(&id.0).map(|st| st.queued.priority)
     }
 
-    /// The stream's idle timeout.
-    pub fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
+    // See [`StreamMut::idle_timeout`].
+    fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
         self.streams.get(&id.0).and_then(|st| st.idle_timeout)
     }
 
@@ -613,25 +611,13 @@ impl Session {
         Some(StreamId(id))
     }
 
-    /// Queues `data` on a stream and returns how many bytes were taken (all of them, or
-    /// as many as the stream's and the session's send buffers had room for).
-    /// `Err(WriteError::Blocked)` means no room: wait for [`Event::Writable`].
-    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+    // See [`StreamMut::write`].
+    fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         self.write_with(id, data.len(), |send, n| send.extend_from_slice(&data[..n]))
     }
 
-    /// [`Session::write`] without a copy: `data` (or its first part, as much as there is
-    /// room for) is framed as it is. Chunks under 4 KiB are copied together instead, so
-    /// that tiny chunks do not make tiny frames.
-    ///
-    /// ```
-    /// use braid_proto::{Config, Protocol, Session, Side};
-    /// let mut s = Session::new(Config::new(Protocol::Yamux), Side::Client, std::time::Instant::now());
-    /// let id = s.open().unwrap();
-    /// let payload = bytes::Bytes::from(vec![7u8; 100_000]);
-    /// assert_eq!(s.write_chunk(id, payload), Ok(100_000));
-    /// ```
-    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+    // See [`StreamMut::write_chunk`].
+    fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
         self.write_with(id, data.len(), |send, n| send.push_chunk(data.slice(..n)))
     }
 
@@ -694,9 +680,8 @@ impl Session {
         }
     }
 
-    /// Copies buffered data into `buf`. `Ok(0)` is end of stream (the peer's FIN, after
-    /// all its data); `Err(ReadError::Blocked)` means wait for [`Event::Readable`].
-    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, ReadError> {
+    // See [`StreamMut::read`].
+    fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, ReadError> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -707,8 +692,8 @@ impl Session {
         .map(|(n, _)| n)
     }
 
-    /// Takes up to `max` buffered bytes without copying. `Ok(None)` is end of stream.
-    pub fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+    // See [`StreamMut::read_chunk`].
+    fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
         let (n, chunk) = self.read_with(id, |st, pins| {
             let chunk = st.recv.read_chunk(max.max(1), pins);
             (chunk.as_ref().map_or(0, |c| c.len()), chunk)
@@ -752,9 +737,8 @@ impl Session {
         Ok((n, out))
     }
 
-    /// Half-close: no more writes; a FIN follows the data already written. Reading goes
-    /// on until the peer's FIN. Idempotent; never sends a second FIN.
-    pub fn close_write(&mut self, id: StreamId) {
+    // See [`StreamMut::close_write`].
+    fn close_write(&mut self, id: StreamId) {
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
@@ -766,9 +750,8 @@ impl Session {
         }
     }
 
-    /// Why the stream ended, once it has: both sides finished (who first), a reset, or
-    /// the end of the session. `None` while it is still open in either direction.
-    pub fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
+    // See [`StreamMut::end`].
+    fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
         let st = self.streams.get(&id.0)?;
         match (st.send_state, st.recv_state) {
             (SendState::Reset { reason, .. }, _) => Some(StreamEnd::Reset(reason)),
@@ -791,11 +774,8 @@ impl Session {
         }
     }
 
-    /// Full close, as when the application drops the stream: FIN after the data already
-    /// written, unread data discarded (its budget returned), later data from the peer
-    /// dropped. smux forgets the stream once its FIN is sent; yamux once the peer's FIN
-    /// (or a RST) has also arrived, or after `stream_close_timeout` with a RST.
-    pub fn close_stream(&mut self, id: StreamId) {
+    // See [`StreamMut::close`].
+    fn close_stream(&mut self, id: StreamId) {
         self.close_write(id);
         let closed = self.is_closed();
         let Some(st) = self.streams.get_mut(&id.0) else {
@@ -824,11 +804,8 @@ impl Session {
         }
     }
 
-    /// Aborts a stream: unsent and unread data are dropped and later calls fail with
-    /// [`ResetReason::Locally`]. yamux sends RST, so the peer's calls fail with
-    /// `ConnectionReset`. smux has no RST: the peer sees a FIN (end of stream) and data
-    /// it sends later is dropped.
-    pub fn reset(&mut self, id: StreamId) {
+    // See [`StreamMut::reset`].
+    fn reset(&mut self, id: StreamId) {
         if !self.is_closed() {
             self.reset_stream(id.0, ResetReason::Locally, true);
         }

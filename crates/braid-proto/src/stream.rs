@@ -36,7 +36,7 @@
 //!   Open --recv FIN--> Finished { peer_first }
 //!                      (peer_first: our send half was still Open or Consumed)
 //!
-//! The stream has ended (Session::stream_end, Event::StreamEnded) once it is Reset, or
+//! The stream has ended (StreamMut::end, Event::StreamEnded) once it is Reset, or
 //! FinSent and Finished (LocalClose or PeerFin by peer_first), or when the session ends
 //! first (Session). A stream the application released is forgotten once nothing is
 //! left to send: smux after FinSent, yamux after FinSent and Finished, a reset stream
@@ -250,7 +250,7 @@ impl RecvFlow {
     }
 }
 
-/// Why a stream ended, from [`Session::stream_end`](crate::Session::stream_end).
+/// Why a stream ended, from [`StreamMut::end`](crate::StreamMut::end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEnd {
     /// Both sides finished; we finished first.
