@@ -66,10 +66,8 @@ pub enum Event {
 #[derive(Debug)]
 enum State {
     Open,
-    /// [`Session::close`] was called: FINs are flushed until `deadline`.
-    Closing {
-        deadline: Instant,
-    },
+    /// [`Session::close`] was called: FINs are flushed until `Timer::Close`.
+    Closing,
     Closed(ConnectionError),
 }
 
@@ -128,6 +126,8 @@ pub struct Session {
     send_waiters: VecDeque<u32>,
     sched: Scheduler,
     keep_alive: Option<timers::KeepAlive>,
+    /// The session's deadlines: keepalive, close, protocol detection.
+    timers: timers::TimerTable,
     /// Per-stream deadlines (yamux open and close timeouts), checked lazily.
     stream_timers: BinaryHeap<timers::StreamTimer>,
     /// Serial number of the last stream registered (see `StreamState::serial`).
@@ -137,12 +137,6 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Arena that frame headers (and small payloads) are written into.
     headers: BytesMut,
-    /// When the last flush and shutdown of the connection must be over: set by
-    /// [`Session::close`], and when the session ends for any other reason.
-    close_deadline: Option<Instant>,
-    /// [`Protocol::Auto`](crate::Protocol::Auto): the session ends if the client has not
-    /// spoken by then.
-    detect_deadline: Option<Instant>,
 
     // yamux only.
     /// Our outbound streams whose SYN is not acknowledged yet.
@@ -244,16 +238,19 @@ impl Session {
             (_, Side::Server) => 2,
             (Wire::Detect, Side::Client) => unreachable!("validated: Auto is for servers"),
         };
-        Session {
+        let mut timers = timers::TimerTable::default();
+        let keep_alive = match wire {
             // Nothing is sent before the protocol is known.
-            keep_alive: match wire {
-                Wire::Detect => None,
-                _ => timers::KeepAlive::new(&config, side, now),
-            },
-            detect_deadline: match wire {
-                Wire::Detect => Some(now + config.detect_timeout),
-                _ => None,
-            },
+            Wire::Detect => {
+                timers.set(timers::Timer::Detect, now + config.detect_timeout);
+                None
+            }
+            Wire::Yamux(_) => timers::KeepAlive::start(&config, side, true, now, &mut timers),
+            Wire::Smux(_) => timers::KeepAlive::start(&config, side, false, now, &mut timers),
+        };
+        Session {
+            keep_alive,
+            timers,
             wire,
             side,
             state: State::Open,
@@ -272,7 +269,6 @@ impl Session {
             timers_prune_at: 64,
             events: VecDeque::new(),
             headers: BytesMut::new(),
-            close_deadline: None,
             unacked: 0,
             open_waiting: false,
             local_go_away: false,
@@ -331,7 +327,7 @@ impl Session {
     /// a driver can bound its own final flush by it. Also set when the session fails with
     /// a frame still to send (yamux GoAway after a protocol violation).
     pub fn close_deadline(&self) -> Option<Instant> {
-        self.close_deadline
+        self.timers.get(timers::Timer::Close)
     }
 
     /// Why the session ended, once it has.
@@ -508,7 +504,7 @@ impl Session {
     fn open_with(&mut self, name: Bytes) -> Result<StreamId, OpenError> {
         match &self.state {
             State::Open => {}
-            State::Closing { .. } => return Err(OpenError::Closing),
+            State::Closing => return Err(OpenError::Closing),
             State::Closed(e) => return Err(OpenError::SessionClosed(e.clone())),
         }
         if self.remote_go_away {
@@ -867,9 +863,9 @@ impl Session {
         if !matches!(self.state, State::Open) {
             return;
         }
-        let deadline = now + self.config.close_timeout;
-        self.close_deadline = Some(deadline);
-        self.state = State::Closing { deadline };
+        self.timers
+            .set(timers::Timer::Close, now + self.config.close_timeout);
+        self.state = State::Closing;
         // Streams nobody accepted are closed too; they stay until their FIN is out.
         for id in std::mem::take(&mut self.accept_queue) {
             if let Some(st) = self.streams.get_mut(&id) {
@@ -917,8 +913,10 @@ impl Session {
             self.go_away_due = Some(yamux::GO_AWAY_PROTOCOL_ERROR);
         }
         // However the session ended, the driver's last flush and shutdown are bounded.
-        self.close_deadline
-            .get_or_insert(self.now + self.config.close_timeout);
+        if self.timers.get(timers::Timer::Close).is_none() {
+            self.timers
+                .set(timers::Timer::Close, self.now + self.config.close_timeout);
+        }
         // Streams not finished yet end with the session (see `stream_end`).
         for (id, st) in self.streams.iter() {
             if !st.finished() {
@@ -958,7 +956,7 @@ impl Session {
     }
 
     fn finish_closing_if_done(&mut self) {
-        if matches!(self.state, State::Closing { .. })
+        if matches!(self.state, State::Closing)
             && self
                 .streams
                 .values()
@@ -1014,8 +1012,10 @@ impl Session {
         self.wire = Wire::for_config(&self.config);
         self.budget = ReceiveBudget::new(self.config.max_receive_buffer);
         self.pins = Pins::new(self.config.max_receive_buffer);
-        self.keep_alive = timers::KeepAlive::new(&self.config, self.side, now);
-        self.detect_deadline = None;
+        self.timers.stop(timers::Timer::Detect);
+        let yamux = self.is_yamux();
+        self.keep_alive =
+            timers::KeepAlive::start(&self.config, self.side, yamux, now, &mut self.timers);
         self.start_tuner(now);
         if std::mem::take(&mut self.open_waiting) {
             self.events.push_back(Event::Openable);

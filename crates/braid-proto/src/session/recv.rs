@@ -213,8 +213,9 @@ impl Session {
             self.stats.rtt = Some(rtt);
             let mut internal = false;
             if let Some(ka) = self.keep_alive.as_mut() {
-                if ka.ping.is_some_and(|(v, _)| v == value) {
+                if ka.ping == Some(value) {
                     ka.ping = None;
+                    self.timers.stop(super::timers::Timer::PingTimeout);
                     internal = true;
                 }
             }
