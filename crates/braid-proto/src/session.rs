@@ -1,8 +1,9 @@
 //! The session state machine: one multiplexed connection, seen from one side.
 //!
 //! Methods come in four groups, as in quinn-proto: getters; `handle_*` inputs (bytes from
-//! the connection, time); commands from the application (open, accept, read, write,
-//! close); and `poll_*` outputs (bytes to send, events, the next deadline).
+//! the connection, time); commands from the application (open, accept, close, and on
+//! one stream through the borrowed view of view.rs: read, write, close, reset); and
+//! `poll_*` outputs (bytes to send, events, the next deadline). Timers are in timers.rs.
 //!
 //! One state machine serves smux and yamux: streams, buffers, half-close, the scheduler
 //! and the budget are shared; the protocols differ in their frames (recv.rs and
