@@ -619,3 +619,35 @@ fn write_chunk_frames_the_chunk_without_copying() {
         assert_eq!(&got[..n], &want[..], "{protocol:?}");
     }
 }
+
+#[test]
+fn the_view_of_an_unknown_or_closed_stream_fails_as_unknown() {
+    for config in all_protocols() {
+        let mut p = Pair::new(config);
+        let id = p.client.open().unwrap();
+        let unknown = StreamId(id.0 + 2);
+        let mut s = p.client.stream(unknown);
+        assert_eq!(s.write(b"x"), Err(WriteError::UnknownStream(unknown)));
+        assert_eq!(s.read(&mut [0; 4]), Err(ReadError::UnknownStream(unknown)));
+        assert_eq!(s.read_chunk(4), Err(ReadError::UnknownStream(unknown)));
+        s.close_write();
+        s.close();
+        s.reset();
+        s.set_priority(9);
+        assert_eq!((s.priority(), s.end(), s.stats()), (None, None, None));
+        assert_eq!(p.client.stream_ref(unknown).name(), None);
+
+        // Closed by the application: its id is unknown to reads and writes at once.
+        p.client.stream(id).set_priority(7);
+        assert_eq!(p.client.stream_ref(id).priority(), Some(7));
+        p.client.stream(id).close();
+        assert_eq!(
+            p.client.stream(id).write(b"x"),
+            Err(WriteError::UnknownStream(id))
+        );
+        assert_eq!(
+            p.client.stream(id).read(&mut [0; 4]),
+            Err(ReadError::UnknownStream(id))
+        );
+    }
+}
