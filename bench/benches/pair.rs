@@ -76,14 +76,14 @@ fn transfer(protocol: Protocol, streams: usize) -> usize {
         for (id, left) in writers.iter_mut() {
             let Some(n) = left else { continue };
             while *n > 0 {
-                match client.write(*id, &data[..(*n).min(IO_SIZE)]) {
+                match client.stream(*id).write(&data[..(*n).min(IO_SIZE)]) {
                     Ok(k) => *n -= k,
                     Err(WriteError::Blocked) => break,
                     Err(e) => panic!("write: {e}"),
                 }
             }
             if *n == 0 {
-                client.close_write(*id);
+                client.stream(*id).close_write();
                 *left = None;
             }
         }
@@ -93,7 +93,7 @@ fn transfer(protocol: Protocol, streams: usize) -> usize {
             readers.push(id);
         }
         readers.retain(|&id| loop {
-            match server.read(id, &mut buf) {
+            match server.stream(id).read(&mut buf) {
                 Ok(0) => {
                     finished += 1;
                     break false;

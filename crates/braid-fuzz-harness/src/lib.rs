@@ -264,20 +264,20 @@ pub fn session_input(data: &[u8]) {
                 held.push(id);
             }
             held.retain(|&id| {
-                let name = s.stream_name(id).map(<[u8]>::len).unwrap_or(0);
+                let name = s.stream_ref(id).name().map(<[u8]>::len).unwrap_or(0);
                 assert!(name <= smux::MAX_PAYLOAD);
                 loop {
                     let max = 1 + rng.below(buf.len() - 1);
-                    match s.read(id, &mut buf[..max]) {
+                    match s.stream(id).read(&mut buf[..max]) {
                         Ok(0) => {
                             // End of stream: let it go, as a server would.
-                            s.close_stream(id);
+                            s.stream(id).close();
                             return false;
                         }
                         Ok(_) => continue,
                         Err(ReadError::Blocked) => return true,
                         Err(ReadError::Reset(..)) | Err(ReadError::SessionClosed(_)) => {
-                            s.close_stream(id);
+                            s.stream(id).close();
                             return false;
                         }
                         Err(e) => panic!("read of a held stream failed with {e:?}"),
@@ -314,14 +314,14 @@ pub fn session_input(data: &[u8]) {
     out.take(&mut s, now);
     for id in held {
         loop {
-            match s.read(id, &mut buf) {
+            match s.stream(id).read(&mut buf) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(ReadError::Reset(..)) | Err(ReadError::SessionClosed(_)) => break,
                 Err(e) => panic!("read after the end failed with {e:?}"),
             }
         }
-        s.close_stream(id);
+        s.stream(id).close();
     }
     assert_eq!(s.num_streams(), 0);
     assert_eq!(
@@ -852,7 +852,7 @@ impl Model {
             }
             Op::CloseWrite { who, stream } => {
                 if let Some(id) = self.pick(who, stream) {
-                    self.s(who).close_write(StreamId(id));
+                    self.s(who).stream(StreamId(id)).close_write();
                     self.stream(id).dirs[who.index()].write_closed = true;
                 }
             }
@@ -863,7 +863,7 @@ impl Model {
             }
             Op::Reset { who, stream } => {
                 if let Some(id) = self.pick(who, stream) {
-                    self.s(who).reset(StreamId(id));
+                    self.s(who).stream(StreamId(id)).reset();
                     let st = self.stream(id);
                     st.reset = true;
                     st.dirs[who.index()].write_closed = true;
@@ -942,7 +942,12 @@ impl Model {
         let mut any = false;
         while let Some(id) = self.s(who).accept() {
             any = true;
-            let name = self.s(who).stream_name(id).expect("accepted").to_vec();
+            let name = self
+                .s(who)
+                .stream_ref(id)
+                .name()
+                .expect("accepted")
+                .to_vec();
             let st = self
                 .streams
                 .get_mut(&id.0)
@@ -964,7 +969,7 @@ impl Model {
         let data: Vec<u8> = (0..len as u64)
             .map(|i| pattern(id, from_client, offset + i))
             .collect();
-        let result = self.s(who).write(StreamId(id), &data);
+        let result = self.s(who).stream(StreamId(id)).write(&data);
         let st = self.stream(id);
         match result {
             Ok(n) => {
@@ -986,7 +991,8 @@ impl Model {
         let mut buf = std::mem::take(&mut self.buf);
         let result = if chunk {
             self.sessions[who.index()]
-                .read_chunk(StreamId(id), max)
+                .stream(StreamId(id))
+                .read_chunk(max)
                 .map(|c| match c {
                     Some(c) => {
                         assert!(!c.is_empty() && c.len() <= max.max(1));
@@ -996,7 +1002,9 @@ impl Model {
                     None => 0,
                 })
         } else {
-            self.sessions[who.index()].read(StreamId(id), &mut buf[..max])
+            self.sessions[who.index()]
+                .stream(StreamId(id))
+                .read(&mut buf[..max])
         };
         let writer = who.other();
         let idle = self.config.idle_timeout.is_some();
@@ -1069,7 +1077,7 @@ impl Model {
     }
 
     fn release(&mut self, who: Who, id: u32) {
-        self.s(who).close_stream(StreamId(id));
+        self.s(who).stream(StreamId(id)).close();
         let st = self.stream(id);
         st.held[who.index()] = false;
         st.dirs[who.index()].write_closed = true;
@@ -1242,7 +1250,7 @@ impl Model {
         self.settle();
         for who in [Who::Client, Who::Server] {
             for id in self.held[who.index()].clone() {
-                self.s(who).close_write(StreamId(id));
+                self.s(who).stream(StreamId(id)).close_write();
                 self.stream(id).dirs[who.index()].write_closed = true;
             }
         }
@@ -1278,7 +1286,7 @@ impl Model {
             // Streams the application never accepted are the session's to clean up.
             let s = self.s(who);
             while let Some(id) = s.accept() {
-                s.close_stream(id);
+                s.stream(id).close();
             }
         }
         self.drive();
@@ -1294,7 +1302,7 @@ impl Model {
                 .streams
                 .keys()
                 .copied()
-                .filter(|&id| s.stream_stats(StreamId(id)).is_some())
+                .filter(|&id| s.stream_ref(StreamId(id)).stats().is_some())
                 .collect();
             // Streams still waiting for a window the peer, which forgot the stream, will
             // never open: reported if anything is left.
@@ -1302,16 +1310,21 @@ impl Model {
                 .iter()
                 .copied()
                 .filter(|&id| {
-                    let st = s.stream_stats(StreamId(id)).expect("listed");
+                    let st = s.stream_ref(StreamId(id)).stats().expect("listed");
                     self.config.protocol == Protocol::SmuxV2
                         && st.buffered_send > 0
                         && st.send_window == Some(0)
-                        && peer.stream_stats(StreamId(id)).is_none()
+                        && peer.stream_ref(StreamId(id)).stats().is_none()
                 })
                 .collect();
             let stuck_bytes: usize = stuck
                 .iter()
-                .map(|&id| s.stream_stats(StreamId(id)).expect("listed").buffered_send)
+                .map(|&id| {
+                    s.stream_ref(StreamId(id))
+                        .stats()
+                        .expect("listed")
+                        .buffered_send
+                })
                 .sum();
             let tolerated = 0;
             assert!(

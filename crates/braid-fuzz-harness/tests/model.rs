@@ -263,16 +263,16 @@ fn smux_v2_stream_closed_by_a_peer_that_did_not_read_is_forgotten() {
     let mut s = Session::new(Config::new(Protocol::SmuxV2), Side::Server, now);
     let id = c.open().unwrap();
     let data = vec![7u8; 200_000];
-    assert_eq!(c.write(id, &data).unwrap(), 200_000);
+    assert_eq!(c.stream(id).write(&data).unwrap(), 200_000);
     pump(&mut c, &mut s, now);
-    assert_eq!(c.write(id, &data[..100_000]).unwrap(), 100_000);
+    assert_eq!(c.stream(id).write(&data[..100_000]).unwrap(), 100_000);
     pump(&mut c, &mut s, now);
-    assert_eq!(c.stream_stats(id).unwrap().send_window, Some(0));
+    assert_eq!(c.stream_ref(id).stats().unwrap().send_window, Some(0));
     let sid = s.accept().unwrap();
-    s.close_stream(sid);
+    s.stream(sid).close();
     pump(&mut s, &mut c, now);
     assert_eq!(s.num_streams(), 0);
-    c.close_stream(id);
+    c.stream(id).close();
     for _ in 0..3 {
         pump(&mut c, &mut s, now);
         pump(&mut s, &mut c, now);

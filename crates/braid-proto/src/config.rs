@@ -116,7 +116,7 @@ pub struct Config {
     pub stream_close_timeout: Duration,
     /// Default idle timeout of every stream: a stream on which no data moved either way
     /// for this long is reset (yamux RST, smux FIN) and its calls fail with `TimedOut`.
-    /// Per stream: `Session::set_idle_timeout`. Default: none (Go smux and yamux have
+    /// Per stream: `StreamMut::set_idle_timeout`. Default: none (Go smux and yamux have
     /// none; gmux's is 5 minutes).
     pub idle_timeout: Option<Duration>,
     /// smux: send and accept gmux stream names as SYN payload
@@ -124,7 +124,7 @@ pub struct Config {
     /// enable it. Not available with yamux. Default: off.
     pub stream_names: bool,
     /// Called once for each stream the application holds when it ends, with why (see
-    /// [`Session::stream_end`](crate::Session::stream_end)). The tokio and blocking
+    /// [`StreamMut::end`](crate::StreamMut::end)). The tokio and blocking
     /// layers call it outside their locks (the blocking one from its writer thread), so it
     /// may use the session. Default: none.
     pub on_stream_end: Option<StreamEndCallback>,
@@ -138,7 +138,7 @@ pub struct Config {
     /// Default 16 MiB.
     pub auto_window_max: usize,
     /// Percent of the link that lower-priority streams get between them while a higher
-    /// priority has data (see `Session::set_priority`), 0..=99. Default: 10.
+    /// priority has data (see `StreamMut::set_priority`), 0..=99. Default: 10.
     pub priority_share: u8,
     /// Bytes one stream may have waiting to be framed before its writes block.
     /// Default: 256 KiB.

@@ -35,8 +35,8 @@
 //! // The application opens a stream and writes; the driver transmits.
 //! let id = client.open().unwrap();
 //! assert_eq!(id.0, 3); // client ids are 3, 5, 7, ... as in Go
-//! client.write(id, b"hello").unwrap();
-//! client.close_write(id); // half-close: FIN after the data
+//! client.stream(id).write(b"hello").unwrap();
+//! client.stream(id).close_write(); // half-close: FIN after the data
 //! pump(&mut client, &mut server, now);
 //!
 //! // The server's driver hands events to the application.
@@ -45,16 +45,16 @@
 //! assert_eq!(server.poll_event(), Some(Event::Readable(sid)));
 //! assert_eq!(server.poll_event(), Some(Event::Finished(sid)));
 //! let mut buf = [0u8; 16];
-//! let n = server.read(sid, &mut buf).unwrap();
+//! let n = server.stream(sid).read(&mut buf).unwrap();
 //! assert_eq!(&buf[..n], b"hello");
-//! assert_eq!(server.read(sid, &mut buf), Ok(0)); // end of stream
+//! assert_eq!(server.stream(sid).read(&mut buf), Ok(0)); // end of stream
 //!
 //! // The half-closed client still reads the reply.
-//! server.write(sid, b"bye").unwrap();
-//! server.close_stream(sid);
+//! server.stream(sid).write(b"bye").unwrap();
+//! server.stream(sid).close();
 //! pump(&mut server, &mut client, now);
-//! assert_eq!(client.read(id, &mut buf), Ok(3));
-//! client.close_stream(id);
+//! assert_eq!(client.stream(id).read(&mut buf), Ok(3));
+//! client.stream(id).close();
 //! pump(&mut client, &mut server, now);
 //! assert_eq!((client.num_streams(), server.num_streams()), (0, 0));
 //!
@@ -104,5 +104,5 @@ pub use error::{
 pub use flow::{INITIAL_PEER_WINDOW, YAMUX_INITIAL_WINDOW};
 pub use frame::smux::{Cmd as SmuxCmd, FrameError as SmuxFrameError};
 pub use frame::yamux::FrameError as YamuxFrameError;
-pub use session::{Event, Session, SessionStats, StreamStats};
+pub use session::{Event, Session, SessionStats, StreamMut, StreamRef, StreamStats};
 pub use stream::{StreamEnd, StreamId};

@@ -1,8 +1,9 @@
 //! The session state machine: one multiplexed connection, seen from one side.
 //!
 //! Methods come in four groups, as in quinn-proto: getters; `handle_*` inputs (bytes from
-//! the connection, time); commands from the application (open, accept, read, write,
-//! close); and `poll_*` outputs (bytes to send, events, the next deadline).
+//! the connection, time); commands from the application (open, accept, close, and on
+//! one stream through the borrowed view of view.rs: read, write, close, reset); and
+//! `poll_*` outputs (bytes to send, events, the next deadline). Timers are in timers.rs.
 //!
 //! One state machine serves smux and yamux: streams, buffers, half-close, the scheduler
 //! and the budget are shared; the protocols differ in their frames (recv.rs and
@@ -11,6 +12,9 @@
 mod recv;
 mod timers;
 mod transmit;
+mod view;
+
+pub use view::{StreamMut, StreamRef};
 
 use crate::config::{Config, Side};
 use crate::error::{
@@ -20,7 +24,7 @@ use crate::flow::{ReceiveBudget, WindowTuner};
 use crate::frame::{smux, yamux};
 use crate::recv_buf::Pins;
 use crate::sched::Scheduler;
-use crate::stream::{Fin, StreamEnd, StreamId, StreamState};
+use crate::stream::{Opening, RecvState, SendState, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -31,7 +35,7 @@ pub enum Event {
     /// Inbound streams wait in the accept queue: call [`Session::accept`].
     Incoming,
     /// The stream has ended (both sides finished, a reset, or the session ended):
-    /// [`Session::stream_end`] says why. Raised once per stream still held by the
+    /// [`StreamMut::end`] says why. Raised once per stream still held by the
     /// application.
     StreamEnded(StreamId),
     /// Data arrived on a stream whose last read found nothing.
@@ -63,10 +67,8 @@ pub enum Event {
 #[derive(Debug)]
 enum State {
     Open,
-    /// [`Session::close`] was called: FINs are flushed until `deadline`.
-    Closing {
-        deadline: Instant,
-    },
+    /// [`Session::close`] was called: FINs are flushed until `Timer::Close`.
+    Closing,
     Closed(ConnectionError),
 }
 
@@ -125,6 +127,8 @@ pub struct Session {
     send_waiters: VecDeque<u32>,
     sched: Scheduler,
     keep_alive: Option<timers::KeepAlive>,
+    /// The session's deadlines: keepalive, close, protocol detection.
+    timers: timers::TimerTable,
     /// Per-stream deadlines (yamux open and close timeouts), checked lazily.
     stream_timers: BinaryHeap<timers::StreamTimer>,
     /// Serial number of the last stream registered (see `StreamState::serial`).
@@ -134,12 +138,6 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Arena that frame headers (and small payloads) are written into.
     headers: BytesMut,
-    /// When the last flush and shutdown of the connection must be over: set by
-    /// [`Session::close`], and when the session ends for any other reason.
-    close_deadline: Option<Instant>,
-    /// [`Protocol::Auto`](crate::Protocol::Auto): the session ends if the client has not
-    /// spoken by then.
-    detect_deadline: Option<Instant>,
 
     // yamux only.
     /// Our outbound streams whose SYN is not acknowledged yet.
@@ -190,7 +188,7 @@ pub struct SessionStats {
     pub rtt: Option<Duration>,
 }
 
-/// Counters and flow-control state of one stream, from [`Session::stream_stats`].
+/// Counters and flow-control state of one stream, from [`StreamMut::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamStats {
@@ -241,16 +239,19 @@ impl Session {
             (_, Side::Server) => 2,
             (Wire::Detect, Side::Client) => unreachable!("validated: Auto is for servers"),
         };
-        Session {
+        let mut timers = timers::TimerTable::default();
+        let keep_alive = match wire {
             // Nothing is sent before the protocol is known.
-            keep_alive: match wire {
-                Wire::Detect => None,
-                _ => timers::KeepAlive::new(&config, side, now),
-            },
-            detect_deadline: match wire {
-                Wire::Detect => Some(now + config.detect_timeout),
-                _ => None,
-            },
+            Wire::Detect => {
+                timers.set(timers::Timer::Detect, now + config.detect_timeout);
+                None
+            }
+            Wire::Yamux(_) => timers::KeepAlive::start(&config, side, true, now, &mut timers),
+            Wire::Smux(_) => timers::KeepAlive::start(&config, side, false, now, &mut timers),
+        };
+        Session {
+            keep_alive,
+            timers,
             wire,
             side,
             state: State::Open,
@@ -269,7 +270,6 @@ impl Session {
             timers_prune_at: 64,
             events: VecDeque::new(),
             headers: BytesMut::new(),
-            close_deadline: None,
             unacked: 0,
             open_waiting: false,
             local_go_away: false,
@@ -328,7 +328,7 @@ impl Session {
     /// a driver can bound its own final flush by it. Also set when the session fails with
     /// a frame still to send (yamux GoAway after a protocol violation).
     pub fn close_deadline(&self) -> Option<Instant> {
-        self.close_deadline
+        self.timers.get(timers::Timer::Close)
     }
 
     /// Why the session ended, once it has.
@@ -426,8 +426,8 @@ impl Session {
         }
     }
 
-    /// A stream's counters and windows.
-    pub fn stream_stats(&self, id: StreamId) -> Option<StreamStats> {
+    // See [`StreamMut::stats`].
+    fn stream_stats(&self, id: StreamId) -> Option<StreamStats> {
         use crate::stream::{RecvFlow, SendFlow};
         let st = self.streams.get(&id.0)?;
         Some(StreamStats {
@@ -491,7 +491,7 @@ impl Session {
 
     /// Opens a stream with a gmux name, sent as the SYN payload exactly as gmux does
     /// (needs `Config::stream_names`, smux only; names up to 65535 bytes). The peer reads
-    /// it with [`Session::stream_name`].
+    /// it with [`StreamMut::name`].
     pub fn open_named(&mut self, name: &[u8]) -> Result<StreamId, OpenError> {
         if !self.config.stream_names {
             return Err(OpenError::NamesDisabled);
@@ -505,7 +505,7 @@ impl Session {
     fn open_with(&mut self, name: Bytes) -> Result<StreamId, OpenError> {
         match &self.state {
             State::Open => {}
-            State::Closing { .. } => return Err(OpenError::Closing),
+            State::Closing => return Err(OpenError::Closing),
             State::Closed(e) => return Err(OpenError::SessionClosed(e.clone())),
         }
         if self.remote_go_away {
@@ -537,36 +537,33 @@ impl Session {
             // Counted from now, as Go takes its semaphore before writing the SYN.
             self.unacked += 1;
         }
-        let yamux = self.is_yamux();
-        let st = self.insert_stream(id, true, name);
-        st.awaiting_ack = yamux;
+        let opening = Opening::SynDue {
+            ack_awaited: self.is_yamux(),
+        };
+        self.insert_stream(id, opening, name);
         Ok(StreamId(id))
     }
 
     /// Registers a new stream (ours with its SYN due, or the peer's) and arms its idle
     /// timer.
-    fn insert_stream(&mut self, id: u32, ours: bool, name: Bytes) -> &mut StreamState {
-        let mut st = StreamState::new(&self.config, ours, self.now, name);
+    fn insert_stream(&mut self, id: u32, opening: Opening, name: Bytes) {
+        let mut st = StreamState::new(&self.config, opening, self.now, name);
         self.next_serial += 1;
         st.serial = self.next_serial;
-        if ours {
+        if opening.syn_due() {
             self.sched.push_control(&mut st.queued, id);
         }
         self.streams.insert(id, st);
         self.arm_stream_timer(id, timers::TimerKind::Idle, self.now);
-        self.streams.get_mut(&id).expect("just inserted")
     }
 
-    /// The gmux name the stream was opened with (empty if none).
-    pub fn stream_name(&self, id: StreamId) -> Option<&[u8]> {
+    // See [`StreamMut::name`].
+    fn stream_name(&self, id: StreamId) -> Option<&[u8]> {
         self.streams.get(&id.0).map(|st| &st.name[..])
     }
 
-    /// Sets the stream's idle timeout (`None`: never): once no data has moved either way
-    /// for that long, the stream is reset (yamux RST, smux FIN) and its calls, including
-    /// those already waiting, fail with `TimedOut`. Takes effect from the last data, so
-    /// shortening it on an idle stream can expire it at the next timeout check.
-    pub fn set_idle_timeout(&mut self, id: StreamId, timeout: Option<Duration>) {
+    // See [`StreamMut::set_idle_timeout`].
+    fn set_idle_timeout(&mut self, id: StreamId, timeout: Option<Duration>) {
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
@@ -574,22 +571,20 @@ impl Session {
         self.arm_stream_timer(id.0, timers::TimerKind::Idle, self.now);
     }
 
-    /// Sets the stream's send priority (0 lowest, the default; 255 highest). Streams of a
-    /// higher priority send first; lower ones keep `Config::priority_share` percent of the
-    /// link while they wait. Streams of one priority share fairly.
-    pub fn set_priority(&mut self, id: StreamId, priority: u8) {
+    // See [`StreamMut::set_priority`].
+    fn set_priority(&mut self, id: StreamId, priority: u8) {
         if let Some(st) = self.streams.get_mut(&id.0) {
             st.queued.priority = priority;
         }
     }
 
-    /// The stream's send priority.
-    pub fn priority(&self, id: StreamId) -> Option<u8> {
+    // See [`StreamMut::priority`].
+    fn priority(&self, id: StreamId) -> Option<u8> {
         self.streams.get(&id.0).map(|st| st.queued.priority)
     }
 
-    /// The stream's idle timeout.
-    pub fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
+    // See [`StreamMut::idle_timeout`].
+    fn idle_timeout(&self, id: StreamId) -> Option<Duration> {
         self.streams.get(&id.0).and_then(|st| st.idle_timeout)
     }
 
@@ -606,32 +601,20 @@ impl Session {
         }
         if self.is_yamux() {
             if let Some(st) = self.streams.get_mut(&id) {
-                st.ack_due = true;
+                st.opening = Opening::AckDue;
                 self.sched.push_control(&mut st.queued, id);
             }
         }
         Some(StreamId(id))
     }
 
-    /// Queues `data` on a stream and returns how many bytes were taken (all of them, or
-    /// as many as the stream's and the session's send buffers had room for).
-    /// `Err(WriteError::Blocked)` means no room: wait for [`Event::Writable`].
-    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
+    // See [`StreamMut::write`].
+    fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
         self.write_with(id, data.len(), |send, n| send.extend_from_slice(&data[..n]))
     }
 
-    /// [`Session::write`] without a copy: `data` (or its first part, as much as there is
-    /// room for) is framed as it is. Chunks under 4 KiB are copied together instead, so
-    /// that tiny chunks do not make tiny frames.
-    ///
-    /// ```
-    /// use braid_proto::{Config, Protocol, Session, Side};
-    /// let mut s = Session::new(Config::new(Protocol::Yamux), Side::Client, std::time::Instant::now());
-    /// let id = s.open().unwrap();
-    /// let payload = bytes::Bytes::from(vec![7u8; 100_000]);
-    /// assert_eq!(s.write_chunk(id, payload), Ok(100_000));
-    /// ```
-    pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+    // See [`StreamMut::write_chunk`].
+    fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
         self.write_with(id, data.len(), |send, n| send.push_chunk(data.slice(..n)))
     }
 
@@ -649,21 +632,22 @@ impl Session {
             Some(st) if !st.released => st,
             _ => return Err(WriteError::UnknownStream(id)),
         };
-        if let Some(reason) = st.reset {
+        if let Some(reason) = st.reset() {
             return Err(WriteError::Reset(id, reason));
         }
         if let Some(e) = closed {
             return Err(WriteError::SessionClosed(e));
         }
-        if st.fin != Fin::Open {
-            return Err(WriteError::Closed(id));
-        }
-        if let Some(o) = st.overconsumed {
-            return Err(WriteError::Consumed {
-                stream: id,
-                written: o.written,
-                consumed: o.consumed,
-            });
+        match st.send_state {
+            SendState::Open => {}
+            SendState::Consumed(o) => {
+                return Err(WriteError::Consumed {
+                    stream: id,
+                    written: o.written,
+                    consumed: o.consumed,
+                })
+            }
+            _ => return Err(WriteError::Closed(id)),
         }
         if len == 0 {
             return Ok(0);
@@ -693,9 +677,8 @@ impl Session {
         }
     }
 
-    /// Copies buffered data into `buf`. `Ok(0)` is end of stream (the peer's FIN, after
-    /// all its data); `Err(ReadError::Blocked)` means wait for [`Event::Readable`].
-    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, ReadError> {
+    // See [`StreamMut::read`].
+    fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, ReadError> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -706,8 +689,8 @@ impl Session {
         .map(|(n, _)| n)
     }
 
-    /// Takes up to `max` buffered bytes without copying. `Ok(None)` is end of stream.
-    pub fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+    // See [`StreamMut::read_chunk`].
+    fn read_chunk(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
         let (n, chunk) = self.read_with(id, |st, pins| {
             let chunk = st.recv.read_chunk(max.max(1), pins);
             (chunk.as_ref().map_or(0, |c| c.len()), chunk)
@@ -727,11 +710,12 @@ impl Session {
             Some(st) if !st.released => st,
             _ => return Err(ReadError::UnknownStream(id)),
         };
-        if let Some(reason) = st.reset {
+        if let Some(reason) = st.reset() {
             return Err(ReadError::Reset(id, reason));
         }
+        let fin_received = st.recv_state.fin_received();
         if st.recv_len() == 0 {
-            if st.remote_fin {
+            if fin_received {
                 return Ok((0, take(st, &mut self.pins).1));
             }
             if let Some(e) = closed {
@@ -742,7 +726,7 @@ impl Session {
         }
         let (n, out) = take(st, &mut self.pins);
         // After the peer's FIN no more data comes: a window update would be noise.
-        if closed.is_none() && !st.remote_fin && st.recv_flow.on_read(n, window, st.recv_len()) {
+        if closed.is_none() && !fin_received && st.recv_flow.on_read(n, window, st.recv_len()) {
             st.upd_due = true;
             self.sched.push_control(&mut st.queued, id.0);
         }
@@ -750,51 +734,45 @@ impl Session {
         Ok((n, out))
     }
 
-    /// Half-close: no more writes; a FIN follows the data already written. Reading goes
-    /// on until the peer's FIN. Idempotent; never sends a second FIN.
-    pub fn close_write(&mut self, id: StreamId) {
+    // See [`StreamMut::close_write`].
+    fn close_write(&mut self, id: StreamId) {
         let Some(st) = self.streams.get_mut(&id.0) else {
             return;
         };
-        if st.fin == Fin::Open {
-            st.fin = Fin::Pending;
-            st.cause.get_or_insert(StreamEnd::LocalClose);
+        if !st.send_state.write_closed() {
+            st.send_state = SendState::FinPending;
             if st.fin_ready() {
                 self.sched.push_control(&mut st.queued, id.0);
             }
         }
     }
 
-    /// Why the stream ended, once it has: both sides finished (who first), a reset, or
-    /// the end of the session. `None` while it is still open in either direction.
-    pub fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
+    // See [`StreamMut::end`].
+    fn stream_end(&self, id: StreamId) -> Option<StreamEnd> {
         let st = self.streams.get(&id.0)?;
-        if let Some(reason) = st.reset {
-            return Some(StreamEnd::Reset(reason));
-        }
-        if st.ended {
-            return st.cause.clone();
-        }
-        None
-    }
-
-    /// Marks a stream ended once it is, raising [`Event::StreamEnded`] for a held stream.
-    fn check_end(&mut self, id: u32) {
-        if let Some(st) = self.streams.get_mut(&id) {
-            if !st.ended && st.finished() {
-                st.ended = true;
-                if !st.released {
-                    self.events.push_back(Event::StreamEnded(StreamId(id)));
-                }
+        match (st.send_state, st.recv_state) {
+            (SendState::Reset { reason, .. }, _) => Some(StreamEnd::Reset(reason)),
+            (SendState::FinSent, RecvState::Finished { peer_first: true }) => {
+                Some(StreamEnd::PeerFin)
             }
+            (SendState::FinSent, RecvState::Finished { peer_first: false }) => {
+                Some(StreamEnd::LocalClose)
+            }
+            // A session ends every stream it still holds unfinished.
+            _ => self.close_reason().cloned().map(StreamEnd::Session),
         }
     }
 
-    /// Full close, as when the application drops the stream: FIN after the data already
-    /// written, unread data discarded (its budget returned), later data from the peer
-    /// dropped. smux forgets the stream once its FIN is sent; yamux once the peer's FIN
-    /// (or a RST) has also arrived, or after `stream_close_timeout` with a RST.
-    pub fn close_stream(&mut self, id: StreamId) {
+    /// Raises [`Event::StreamEnded`] for a stream that has just finished, if the
+    /// application holds it. Called once per stream, by the transition that finished it.
+    fn report_end(&mut self, id: u32) {
+        if self.streams.get(&id).is_some_and(|st| !st.released) {
+            self.events.push_back(Event::StreamEnded(StreamId(id)));
+        }
+    }
+
+    // See [`StreamMut::close`].
+    fn close_stream(&mut self, id: StreamId) {
         self.close_write(id);
         let closed = self.is_closed();
         let Some(st) = self.streams.get_mut(&id.0) else {
@@ -809,7 +787,7 @@ impl Session {
             self.streams.remove(&id.0);
             return;
         }
-        if st.reset.is_none() {
+        if st.reset().is_none() {
             // The discarded data's window goes back to the peer's writer, which would
             // otherwise wait for credit until the close timeout resets the stream.
             self.give_back_window(id.0);
@@ -823,11 +801,8 @@ impl Session {
         }
     }
 
-    /// Aborts a stream: unsent and unread data are dropped and later calls fail with
-    /// [`ResetReason::Locally`]. yamux sends RST, so the peer's calls fail with
-    /// `ConnectionReset`. smux has no RST: the peer sees a FIN (end of stream) and data
-    /// it sends later is dropped.
-    pub fn reset(&mut self, id: StreamId) {
+    // See [`StreamMut::reset`].
+    fn reset(&mut self, id: StreamId) {
         if !self.is_closed() {
             self.reset_stream(id.0, ResetReason::Locally, true);
         }
@@ -889,9 +864,9 @@ impl Session {
         if !matches!(self.state, State::Open) {
             return;
         }
-        let deadline = now + self.config.close_timeout;
-        self.close_deadline = Some(deadline);
-        self.state = State::Closing { deadline };
+        self.timers
+            .set(timers::Timer::Close, now + self.config.close_timeout);
+        self.state = State::Closing;
         // Streams nobody accepted are closed too; they stay until their FIN is out.
         for id in std::mem::take(&mut self.accept_queue) {
             if let Some(st) = self.streams.get_mut(&id) {
@@ -939,12 +914,13 @@ impl Session {
             self.go_away_due = Some(yamux::GO_AWAY_PROTOCOL_ERROR);
         }
         // However the session ended, the driver's last flush and shutdown are bounded.
-        self.close_deadline
-            .get_or_insert(self.now + self.config.close_timeout);
-        for (id, st) in self.streams.iter_mut() {
-            if !st.ended {
-                st.ended = true;
-                st.cause = Some(StreamEnd::Session(reason.clone()));
+        if self.timers.get(timers::Timer::Close).is_none() {
+            self.timers
+                .set(timers::Timer::Close, self.now + self.config.close_timeout);
+        }
+        // Streams not finished yet end with the session (see `stream_end`).
+        for (id, st) in self.streams.iter() {
+            if !st.finished() {
                 self.events.push_back(Event::StreamEnded(StreamId(*id)));
             }
         }
@@ -959,14 +935,16 @@ impl Session {
             return;
         };
         let done = st.released
-            && match st.reset {
-                Some(_) => !st.rst_due && (yamux || st.fin == Fin::Sent),
+            && match st.send_state {
+                // The peer has been told (RST, or smux's FIN).
+                SendState::Reset { notify, .. } => !notify,
                 // A sent FIN means the send buffer is empty, and a released stream keeps
                 // no received data, so nothing is left to account for.
-                None => st.fin == Fin::Sent && (!yamux || st.remote_fin),
+                SendState::FinSent => !yamux || st.recv_state.fin_received(),
+                _ => false,
             };
         if done {
-            if st.awaiting_ack {
+            if st.opening.awaiting_ack() {
                 self.unacked -= 1;
             }
             if let (Some(tuner), crate::stream::RecvFlow::Yamux(w)) =
@@ -979,11 +957,11 @@ impl Session {
     }
 
     fn finish_closing_if_done(&mut self) {
-        if matches!(self.state, State::Closing { .. })
+        if matches!(self.state, State::Closing)
             && self
                 .streams
                 .values()
-                .all(|st| st.fin == Fin::Sent || st.reset.is_some())
+                .all(|st| matches!(st.send_state, SendState::FinSent | SendState::Reset { .. }))
         {
             self.fail(ConnectionError::LocallyClosed);
         }
@@ -996,33 +974,33 @@ impl Session {
         let Some(st) = self.streams.get_mut(&id) else {
             return;
         };
-        if st.reset.is_some() {
+        if st.reset().is_some() {
             return;
         }
-        st.reset = Some(reason);
+        // Both FINs exchanged: the stream had ended already.
+        let had_ended = st.finished();
+        // yamux sends RST; smux, which has no RST, a FIN unless its FIN is out already.
+        let notify = tell_peer && (yamux || st.send_state != SendState::FinSent);
+        st.send_state = SendState::Reset { reason, notify };
         self.send_buffered -= st.send.len();
         st.send.clear();
         let dropped = st.recv.clear(&mut self.pins);
         self.budget.refund(dropped);
-        if st.awaiting_ack {
-            st.awaiting_ack = false;
+        if st.opening.take_ack() {
             self.unacked -= 1;
             if std::mem::take(&mut self.open_waiting) {
                 self.events.push_back(Event::Openable);
             }
         }
         if tell_peer {
-            if yamux {
-                st.rst_due = true;
-            } else if st.fin != Fin::Sent {
-                st.fin = Fin::Pending;
-            }
             self.sched.push_control(&mut st.queued, id);
         }
         if !st.released && reason != ResetReason::Locally {
             self.events.push_back(Event::Reset(StreamId(id)));
         }
-        self.check_end(id);
+        if !had_ended {
+            self.report_end(id);
+        }
         self.forget_if_done(id);
     }
 
@@ -1035,8 +1013,10 @@ impl Session {
         self.wire = Wire::for_config(&self.config);
         self.budget = ReceiveBudget::new(self.config.max_receive_buffer);
         self.pins = Pins::new(self.config.max_receive_buffer);
-        self.keep_alive = timers::KeepAlive::new(&self.config, self.side, now);
-        self.detect_deadline = None;
+        self.timers.stop(timers::Timer::Detect);
+        let yamux = self.is_yamux();
+        self.keep_alive =
+            timers::KeepAlive::start(&self.config, self.side, yamux, now, &mut self.timers);
         self.start_tuner(now);
         if std::mem::take(&mut self.open_waiting) {
             self.events.push_back(Event::Openable);

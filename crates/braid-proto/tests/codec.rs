@@ -86,8 +86,8 @@ fn session_sends_what_go_sends() {
         let now = Instant::now();
         let mut s = Session::new(Config::new(protocol), Side::Client, now);
         let id = s.open().unwrap();
-        s.write(id, b"hello").unwrap();
-        s.close_write(id);
+        s.stream(id).write(b"hello").unwrap();
+        s.stream(id).close_write();
         let mut chunks: Vec<Bytes> = Vec::new();
         s.poll_transmit(now, &mut chunks, 1 << 16);
         let mut expected = want("syn");
@@ -143,7 +143,7 @@ fn go_split_writes_decode_in_order() {
         assert_eq!(server.poll_event(), Some(Event::Incoming));
         let id = server.accept().unwrap();
         let mut buf = [0u8; 64];
-        let n = server.read(id, &mut buf).unwrap();
+        let n = server.stream(id).read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"abcdefghij");
     }
 }

@@ -223,7 +223,7 @@ fn smux_one_byte_frames_on_one_stream_stay_within_twice_the_budget() {
         );
         // The data is all there, in order.
         let mut buf = vec![0u8; budget + 1];
-        let n = s.read(ids[0], &mut buf).unwrap();
+        let n = s.stream(ids[0]).read(&mut buf).unwrap();
         assert_eq!(n, s.stats().bytes_received as usize);
         assert!(buf[..n].iter().all(|&b| b == b'z'));
     }
@@ -271,7 +271,7 @@ fn large_frames_cannot_pin_read_buffers_beyond_the_budget() {
         }
         s.handle_input(now, &mut buf).unwrap();
         for id in &ids[1..] {
-            while s.read(*id, &mut sink).is_ok_and(|n| n > 0) {}
+            while s.stream(*id).read(&mut sink).is_ok_and(|n| n > 0) {}
         }
     }
     assert!(!s.wants_read(), "the silent stream spent the budget");
@@ -320,7 +320,10 @@ fn names_of_queued_streams_are_charged_to_the_budget() {
     // Accepting gives the budget back.
     let ids = accept_all(&mut s);
     assert!(s.wants_read());
-    assert_eq!(s.stream_name(ids[0]).map(|n| n.len()), Some(name.len()));
+    assert_eq!(
+        s.stream_ref(ids[0]).name().map(|n| n.len()),
+        Some(name.len())
+    );
 }
 
 /// Moves every byte `from` wants to send into `to`.
@@ -366,15 +369,15 @@ fn a_million_streams_churned_leave_the_heap_flat() {
         let mut started = std::time::Instant::now();
         for i in 0..total {
             let c = client.open().unwrap();
-            assert_eq!(client.write(c, b"hello").unwrap(), 5);
-            client.close_stream(c);
+            assert_eq!(client.stream(c).write(b"hello").unwrap(), 5);
+            client.stream(c).close();
             if i % 97 == 0 {
                 let _ = client.ping(now); // answered or not, never leaks
             }
             pump(&mut client, &mut server, now, &mut chunks);
             let s = server.accept().expect("stream arrived");
-            assert_eq!(server.read(s, &mut buf).unwrap(), 5);
-            server.close_stream(s);
+            assert_eq!(server.stream(s).read(&mut buf).unwrap(), 5);
+            server.stream(s).close();
             pump(&mut server, &mut client, now, &mut chunks);
             pump(&mut client, &mut server, now, &mut chunks);
             while client.poll_event().is_some() {}

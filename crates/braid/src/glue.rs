@@ -125,7 +125,7 @@ impl<W: Wake> Shared<W> {
                     }
                     if let (Some(cb), Some(end)) = (
                         self.core.config().on_stream_end.clone(),
-                        self.core.stream_end(id),
+                        self.core.stream_ref(id).end(),
                     ) {
                         self.end_calls.push((cb, id, end));
                         self.wake.end_calls_due();
@@ -193,7 +193,7 @@ impl<W: Wake> Shared<W> {
     /// The last handle of a stream is gone: FIN after the data already written, unread
     /// data released to the budget; the session closes if nothing else can use it.
     pub(crate) fn drop_stream(&mut self, id: StreamId, now: Instant) {
-        self.core.close_stream(id);
+        self.core.stream(id).close();
         self.streams.remove(&id.0);
         self.stream_handles -= 1;
         self.wake.io(&self.core);

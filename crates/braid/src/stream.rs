@@ -34,7 +34,7 @@ impl StreamRef {
             if buf.remaining() == 0 {
                 break Poll::Ready(Ok(()));
             }
-            match sh.core.read_chunk(self.id, buf.remaining()) {
+            match sh.core.stream(self.id).read_chunk(buf.remaining()) {
                 Ok(Some(chunk)) => {
                     filled += chunk.len();
                     buf.put_slice(&chunk);
@@ -58,7 +58,7 @@ impl StreamRef {
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut sh = self.inner.lock();
-        match sh.core.write(self.id, data) {
+        match sh.core.stream(self.id).write(data) {
             Ok(n) => {
                 sh.wake_io();
                 Poll::Ready(Ok(n))
@@ -74,7 +74,7 @@ impl StreamRef {
     fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
         let mut sh = self.inner.lock();
         let paused = !sh.core.wants_read();
-        match sh.core.read_chunk(self.id, max.max(1)) {
+        match sh.core.stream(self.id).read_chunk(max.max(1)) {
             Ok(chunk) => {
                 // Reading returned budget or made an UPD due: the driver has work.
                 if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())
@@ -95,7 +95,7 @@ impl StreamRef {
     /// is removed from its front.
     fn poll_write_chunk(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
         let mut sh = self.inner.lock();
-        match sh.core.write_chunk(self.id, data.clone()) {
+        match sh.core.stream(self.id).write_chunk(data.clone()) {
             Ok(n) => {
                 let _ = data.split_to(n);
                 sh.wake_io();
@@ -126,14 +126,14 @@ impl StreamRef {
 
     fn reset(&self) {
         let mut sh = self.inner.lock();
-        sh.core.reset(self.id);
+        sh.core.stream(self.id).reset();
         sh.dispatch();
         sh.wake_io();
     }
 
     fn shutdown_write(&self) {
         let mut sh = self.inner.lock();
-        sh.core.close_write(self.id);
+        sh.core.stream(self.id).close_write();
         sh.wake_io();
     }
 }
@@ -172,7 +172,8 @@ impl Stream {
     pub fn name(&self) -> Option<String> {
         let sh = self.stream.inner.lock();
         sh.core
-            .stream_name(self.stream.id)
+            .stream_ref(self.stream.id)
+            .name()
             .filter(|n| !n.is_empty())
             .map(|n| String::from_utf8_lossy(n).into_owned())
     }
@@ -182,7 +183,7 @@ impl Stream {
     pub async fn closed(&self) -> StreamEnd {
         poll_fn(|cx| {
             let mut sh = self.stream.inner.lock();
-            if let Some(end) = sh.core.stream_end(self.stream.id) {
+            if let Some(end) = sh.core.stream_ref(self.stream.id).end() {
                 return std::task::Poll::Ready(end);
             }
             if let Some(reason) = sh.close_reason() {
@@ -199,7 +200,7 @@ impl Stream {
     /// including those already waiting, fail with `TimedOut`.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
         let mut sh = self.stream.inner.lock();
-        sh.core.set_idle_timeout(self.stream.id, timeout);
+        sh.core.stream(self.stream.id).set_idle_timeout(timeout);
         // The driver's timer must learn of the new deadline.
         sh.wake_timers();
     }
@@ -211,25 +212,32 @@ impl Stream {
             .inner
             .lock()
             .core
-            .set_priority(self.stream.id, priority);
+            .stream(self.stream.id)
+            .set_priority(priority);
     }
 
     /// The send priority.
     pub fn priority(&self) -> u8 {
         let sh = self.stream.inner.lock();
-        sh.core.priority(self.stream.id).unwrap_or(0)
+        sh.core.stream_ref(self.stream.id).priority().unwrap_or(0)
     }
 
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.stream.inner.lock().core.idle_timeout(self.stream.id)
+        self.stream
+            .inner
+            .lock()
+            .core
+            .stream_ref(self.stream.id)
+            .idle_timeout()
     }
 
     /// Bytes each way, buffered bytes and windows.
     pub fn stats(&self) -> StreamStats {
         let sh = self.stream.inner.lock();
         sh.core
-            .stream_stats(self.stream.id)
+            .stream_ref(self.stream.id)
+            .stats()
             .expect("a held stream is known to the session")
     }
 

@@ -3,7 +3,7 @@
 use super::{Event, Session, State, Wire, MAX_QUEUED_REPLIES};
 use crate::error::{ConnectionError, ProtocolViolation, ResetReason};
 use crate::frame::{smux, yamux};
-use crate::stream::{RecvFlow, SendFlow, StreamId};
+use crate::stream::{Opening, RecvFlow, RecvState, SendFlow, SendState, StreamId};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -140,7 +140,7 @@ impl Session {
             // Late frames for streams we no longer know are ignored, as Go does.
             return;
         };
-        if flags.contains(Flags::ACK) && std::mem::take(&mut st.awaiting_ack) {
+        if flags.contains(Flags::ACK) && st.opening.take_ack() {
             self.unacked -= 1;
             if std::mem::take(&mut self.open_waiting) {
                 self.events.push_back(Event::Openable);
@@ -183,7 +183,7 @@ impl Session {
             if self
                 .streams
                 .get(&stream_id)
-                .is_some_and(|st| st.remote_fin && st.reset.is_none())
+                .is_some_and(|st| st.recv_state.fin_received() && st.reset().is_none())
             {
                 return self.fail(ProtocolViolation::DuplicateFin(stream_id).into());
             }
@@ -213,8 +213,9 @@ impl Session {
             self.stats.rtt = Some(rtt);
             let mut internal = false;
             if let Some(ka) = self.keep_alive.as_mut() {
-                if ka.ping.is_some_and(|(v, _)| v == value) {
+                if ka.ping == Some(value) {
                     ka.ping = None;
+                    self.timers.stop(super::timers::Timer::PingTimeout);
                     internal = true;
                 }
             }
@@ -252,7 +253,7 @@ impl Session {
             true => name,
             false => Bytes::copy_from_slice(&name),
         };
-        self.insert_stream(id, false, name);
+        self.insert_stream(id, Opening::Done, name);
         self.accept_queue.push_back(id);
         if self.accept_waiting {
             self.accept_waiting = false;
@@ -267,7 +268,7 @@ impl Session {
         let Some(st) = self.streams.get_mut(&stream_id) else {
             return;
         };
-        if let (RecvFlow::Yamux(w), false) = (&st.recv_flow, st.remote_fin) {
+        if let (RecvFlow::Yamux(w), false) = (&st.recv_flow, st.recv_state.fin_received()) {
             if w.update_due(0) {
                 st.upd_due = true;
                 self.sched.push_control(&mut st.queued, stream_id);
@@ -282,7 +283,7 @@ impl Session {
         let Some(st) = self.streams.get_mut(&stream_id) else {
             return;
         };
-        if st.released || st.remote_fin || st.reset.is_some() {
+        if st.released || st.recv_state.fin_received() || st.reset().is_some() {
             // Dropped: for smux as Go drops data of streams it does not know.
             self.give_back_window(stream_id);
             return;
@@ -302,16 +303,20 @@ impl Session {
         let Some(st) = self.streams.get_mut(&stream_id) else {
             return;
         };
-        if st.remote_fin {
+        if st.recv_state.fin_received() {
             return;
         }
-        st.remote_fin = true;
-        st.cause.get_or_insert(crate::stream::StreamEnd::PeerFin);
-        if !st.released && st.reset.is_none() {
+        st.recv_state = RecvState::Finished {
+            peer_first: !st.send_state.write_closed(),
+        };
+        if !st.released && st.reset().is_none() {
             st.read_waiting = false;
             self.events.push_back(Event::Finished(StreamId(stream_id)));
         }
-        self.check_end(stream_id);
+        // Our FIN was out: this one ends the stream (a reset ended it before).
+        if st.send_state == SendState::FinSent {
+            self.report_end(stream_id);
+        }
         self.forget_if_done(stream_id);
     }
 }

@@ -1,52 +1,102 @@
-//! Time: keepalives, the close timeout and yamux's per-stream timeouts.
+//! Time: the session's timers (keepalives, the close and detection timeouts) in one
+//! table, and the per-stream timeouts (open, close, idle) in a heap.
 
-use super::{Session, State};
+use super::Session;
 use crate::config::{Config, Side};
 use crate::error::{ConnectionError, ResetReason};
-use crate::stream::Fin;
+use crate::stream::SendState;
 use std::cmp::Ordering;
 use std::time::Instant;
 
-/// Keepalive state, started with the session as Go starts its tickers.
+/// A session-wide timer: one deadline each, in the [`TimerTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// [`Session::close`]: the graceful close gives up flushing. Kept once the session
+    /// has ended, so that a driver can bound its last flush by it.
+    Close,
+    /// [`Protocol::Auto`](crate::Protocol::Auto): the client must have spoken by then.
+    Detect,
+    /// The next keepalive: a smux NOP, a yamux ping.
+    KeepAlive,
+    /// smux: something must have arrived since the last check.
+    KeepAliveCheck,
+    /// yamux: the reply to our keepalive ping must have arrived.
+    PingTimeout,
+}
+
+impl Timer {
+    const COUNT: usize = 5;
+}
+
+/// The session's deadlines, each stored once (per-stream deadlines are in the
+/// session's stream-timer heap). `None`: not armed.
+#[derive(Debug, Default)]
+pub(super) struct TimerTable {
+    at: [Option<Instant>; Timer::COUNT],
+}
+
+impl TimerTable {
+    pub(super) fn set(&mut self, timer: Timer, at: Instant) {
+        self.at[timer as usize] = Some(at);
+    }
+
+    pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.at[timer as usize]
+    }
+
+    pub(super) fn stop(&mut self, timer: Timer) {
+        self.at[timer as usize] = None;
+    }
+
+    /// The timer is armed and due.
+    pub(super) fn expired(&self, timer: Timer, now: Instant) -> bool {
+        self.get(timer).is_some_and(|at| now >= at)
+    }
+
+    /// The earliest armed deadline.
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        self.at.iter().flatten().min().copied()
+    }
+}
+
+/// Keepalive state, started with the session as Go starts its tickers. Its deadlines
+/// are in the [`TimerTable`].
 #[derive(Debug)]
 pub(super) struct KeepAlive {
-    pub(super) next_ping: Instant,
-    /// smux: when to check that something arrived since the last check.
-    next_check: Instant,
     /// smux: a frame was read since the last check (Go's `dataReady`).
     pub(super) data_ready: bool,
     /// smux: a NOP is due.
     pub(super) nop_due: bool,
-    /// yamux: our keepalive ping awaiting its reply, and its deadline.
-    pub(super) ping: Option<(u32, Instant)>,
+    /// yamux: our keepalive ping awaiting its reply (`Timer::PingTimeout` runs).
+    pub(super) ping: Option<u32>,
 }
 
 impl KeepAlive {
     /// A client sends its first keepalive at once: a server detecting the protocol
     /// ([`Protocol::Auto`](crate::Protocol::Auto)) drops connections that stay silent.
-    pub(super) fn new(config: &Config, side: Side, now: Instant) -> Option<KeepAlive> {
+    pub(super) fn start(
+        config: &Config,
+        side: Side,
+        yamux: bool,
+        now: Instant,
+        timers: &mut TimerTable,
+    ) -> Option<KeepAlive> {
+        if config.keep_alive_disabled {
+            return None;
+        }
         let first = match side {
             Side::Client => now,
             Side::Server => now + config.keep_alive_interval,
         };
-        (!config.keep_alive_disabled).then(|| KeepAlive {
-            next_ping: first,
-            next_check: now + config.keep_alive_timeout,
+        timers.set(Timer::KeepAlive, first);
+        if !yamux {
+            timers.set(Timer::KeepAliveCheck, now + config.keep_alive_timeout);
+        }
+        Some(KeepAlive {
             data_ready: false,
             nop_due: false,
             ping: None,
         })
-    }
-
-    fn next_deadline(&self, yamux: bool) -> Instant {
-        if yamux {
-            match self.ping {
-                Some((_, deadline)) => deadline.min(self.next_ping),
-                None => self.next_ping,
-            }
-        } else {
-            self.next_ping.min(self.next_check)
-        }
     }
 }
 
@@ -100,13 +150,12 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        if let State::Closing { deadline } = self.state {
-            if now >= deadline {
-                self.fail(ConnectionError::LocallyClosed);
-                return;
-            }
+        // Armed only while closing (and kept once closed).
+        if self.timers.expired(Timer::Close, now) {
+            self.fail(ConnectionError::LocallyClosed);
+            return;
         }
-        if self.detect_deadline.is_some_and(|d| now >= d) {
+        if self.timers.expired(Timer::Detect, now) {
             self.fail(ConnectionError::DetectTimeout(self.config.detect_timeout));
             return;
         }
@@ -125,18 +174,18 @@ impl Session {
         let Some(ka) = self.keep_alive.as_mut() else {
             return;
         };
-        if now >= ka.next_ping {
+        if self.timers.expired(Timer::KeepAlive, now) {
             ka.nop_due = true;
-            ka.next_ping = now + interval;
+            self.timers.set(Timer::KeepAlive, now + interval);
         }
-        if now >= ka.next_check {
+        if self.timers.expired(Timer::KeepAliveCheck, now) {
             // Go never times out while reading is paused on purpose.
             if !ka.data_ready && !paused {
                 self.fail(ConnectionError::KeepAliveTimeout(timeout));
                 return;
             }
             ka.data_ready = false;
-            ka.next_check = now + timeout;
+            self.timers.set(Timer::KeepAliveCheck, now + timeout);
         }
     }
 
@@ -147,25 +196,25 @@ impl Session {
         let Some(ka) = self.keep_alive.as_mut() else {
             return;
         };
-        if let Some((value, deadline)) = ka.ping {
-            if now >= deadline {
-                if !paused {
-                    self.fail(ConnectionError::KeepAliveTimeout(timeout));
-                    return;
-                }
-                // We cannot read the reply while reading is paused: wait longer.
-                ka.ping = Some((value, now + timeout));
+        // Armed exactly while `ka.ping` is set.
+        if self.timers.expired(Timer::PingTimeout, now) {
+            if !paused {
+                self.fail(ConnectionError::KeepAliveTimeout(timeout));
+                return;
             }
+            // We cannot read the reply while reading is paused: wait longer.
+            self.timers.set(Timer::PingTimeout, now + timeout);
         }
-        if now >= ka.next_ping {
-            ka.next_ping = now + interval;
+        if self.timers.expired(Timer::KeepAlive, now) {
+            self.timers.set(Timer::KeepAlive, now + interval);
             // While reading is paused the reply to an earlier ping cannot be read, so keep
             // pinging: the writes are what notice a dead peer then.
             if ka.ping.is_none() || paused {
                 let value = self.queue_ping(now, true);
                 if let Some(ka) = self.keep_alive.as_mut() {
-                    ka.ping = Some((value, now + timeout));
+                    ka.ping = Some(value);
                 }
+                self.timers.set(Timer::PingTimeout, now + timeout);
             }
         }
     }
@@ -177,16 +226,16 @@ impl Session {
                 continue;
             };
             let expired = match t.kind {
-                TimerKind::Open => st.awaiting_ack,
+                TimerKind::Open => st.opening.awaiting_ack(),
                 // After our FIN (yamux) the peer's must follow; a released stream must
                 // get its own FIN out.
                 TimerKind::Close => {
-                    (st.fin == Fin::Sent && !st.remote_fin) || (st.released && st.fin != Fin::Sent)
+                    let fin_sent = st.send_state == SendState::FinSent;
+                    (fin_sent && !st.recv_state.fin_received()) || (st.released && !fin_sent)
                 }
                 TimerKind::Idle => {
-                    let finished = st.fin == Fin::Sent && st.remote_fin;
                     match st.idle_timeout {
-                        Some(idle) if !finished && st.reset.is_none() => {
+                        Some(idle) if !st.finished() => {
                             let due = st.last_data + idle;
                             if due > now {
                                 // Data moved since this timer was armed: look again later.
@@ -205,7 +254,12 @@ impl Session {
                     }
                 }
             };
-            if expired && self.streams.get(&t.id).is_some_and(|st| st.reset.is_none()) {
+            if expired
+                && self
+                    .streams
+                    .get(&t.id)
+                    .is_some_and(|st| st.reset().is_none())
+            {
                 let reason = match t.kind {
                     TimerKind::Open => ResetReason::OpenTimeout,
                     TimerKind::Close => ResetReason::CloseTimeout,
@@ -246,22 +300,16 @@ impl Session {
         });
     }
 
-    /// When [`Session::handle_timeout`] must be called next.
+    /// When [`Session::handle_timeout`] must be called next: the earliest of the
+    /// session's timers and the streams'.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let closing = match self.state {
-            State::Open => None,
-            State::Closing { deadline } => Some(deadline),
-            State::Closed(_) => return None,
-        };
-        let yamux = self.is_yamux();
-        [
-            closing,
-            self.detect_deadline,
-            self.keep_alive.as_ref().map(|ka| ka.next_deadline(yamux)),
-            self.stream_timers.peek().map(|t| t.at),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        if self.is_closed() {
+            return None;
+        }
+        let streams = self.stream_timers.peek().map(|t| t.at);
+        [self.timers.next_timeout(), streams]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -4,7 +4,7 @@ use super::timers::TimerKind;
 use super::{Event, Session, State, Wire};
 use crate::frame::yamux::{self, Flags};
 use crate::frame::{smux, smux::Cmd};
-use crate::stream::{Fin, RecvFlow, StreamId, StreamState};
+use crate::stream::{RecvFlow, SendState, StreamId, StreamState};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -189,15 +189,26 @@ impl Session {
                 continue;
             };
             st.queued.control = false;
-            if std::mem::take(&mut st.rst_due) {
-                em.window_update(Flags::RST, id, 0);
-                check.push(id);
-                continue;
+            if let SendState::Reset {
+                reason,
+                notify: true,
+            } = st.send_state
+            {
+                // yamux's RST (smux tells the peer with its FIN, below).
+                if st.is_yamux() {
+                    st.send_state = SendState::Reset {
+                        reason,
+                        notify: false,
+                    };
+                    em.window_update(Flags::RST, id, 0);
+                    check.push((id, false));
+                    continue;
+                }
             }
-            if std::mem::take(&mut st.syn_due) {
+            if st.opening.take_syn() {
                 let delta = take_window_delta(st);
                 em.syn(id, delta, &st.name);
-                if st.awaiting_ack {
+                if st.opening.awaiting_ack() {
                     timers.push((id, TimerKind::Open));
                 }
                 // The SYN takes the stream's first data frame along, so that a burst of
@@ -207,7 +218,7 @@ impl Session {
                 // whose data is still behind the other SYNs.
                 framed += send_data_frame(&mut em, st, id, &limits, &mut self.events).0;
             }
-            if std::mem::take(&mut st.ack_due) {
+            if st.opening.take_ack_due() {
                 let delta = take_window_delta(st);
                 em.window_update(Flags::ACK, id, delta);
                 st.upd_due = false;
@@ -227,8 +238,8 @@ impl Session {
                     RecvFlow::None => {}
                 }
             }
-            if send_fin_if_ready(&mut em, st, id) {
-                check.push(id);
+            if let Some(ended) = send_fin_if_ready(&mut em, st, id) {
+                check.push((id, ended));
                 timers.push((id, TimerKind::Close));
             }
         }
@@ -249,8 +260,8 @@ impl Session {
                 // Out of data or credit: a write or a window update queues it again.
                 st.queued.data = false;
             }
-            if send_fin_if_ready(&mut em, st, id) {
-                check.push(id);
+            if let Some(ended) = send_fin_if_ready(&mut em, st, id) {
+                check.push((id, ended));
                 timers.push((id, TimerKind::Close));
             }
         }
@@ -273,8 +284,8 @@ impl Session {
         if self.is_yamux() {
             for (id, kind) in timers {
                 let wanted = self.streams.get(&id).is_some_and(|st| match kind {
-                    TimerKind::Open => st.awaiting_ack,
-                    TimerKind::Close => !st.remote_fin && st.reset.is_none(),
+                    TimerKind::Open => st.opening.awaiting_ack(),
+                    TimerKind::Close => !st.recv_state.fin_received() && st.reset().is_none(),
                     TimerKind::Idle => false,
                 });
                 if wanted {
@@ -282,8 +293,10 @@ impl Session {
                 }
             }
         }
-        for id in check {
-            self.check_end(id);
+        for (id, ended) in check {
+            if ended {
+                self.report_end(id);
+            }
             self.forget_if_done(id);
         }
         self.finish_closing_if_done();
@@ -327,7 +340,9 @@ fn send_data_frame(
         Ok(c) => c,
         Err(o) => {
             // smux v2's ErrConsumed: this stream can no longer write.
-            st.overconsumed = Some(o);
+            if let SendState::Open | SendState::Consumed(_) = st.send_state {
+                st.send_state = SendState::Consumed(o);
+            }
             if std::mem::take(&mut st.write_waiting) {
                 events.push_back(Event::Writable(StreamId(id)));
             }
@@ -351,12 +366,13 @@ fn send_data_frame(
     (n, !st.send.is_empty() && credit > n)
 }
 
-/// Sends the stream's FIN if it is due; returns true if it was sent.
-fn send_fin_if_ready(em: &mut Emitter<'_>, st: &mut StreamState, id: u32) -> bool {
+/// Sends the stream's FIN if it is due. Returns None if it was not, else whether it
+/// ended the stream (the peer's FIN was in; a reset stream had ended before).
+fn send_fin_if_ready(em: &mut Emitter<'_>, st: &mut StreamState, id: u32) -> Option<bool> {
     if !st.fin_ready() {
-        return false;
+        return None;
     }
     em.fin(id);
-    st.fin = Fin::Sent;
-    true
+    st.on_fin_sent();
+    Some(st.send_state == SendState::FinSent && st.recv_state.fin_received())
 }

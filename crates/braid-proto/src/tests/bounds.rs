@@ -233,13 +233,13 @@ fn send_waiters_hold_each_stream_once_under_credit_drips() {
     let chunk = vec![0u8; 64 * 1024];
     let mut written = 0;
     while written < 256 * 1024 {
-        written += s.write(a, &chunk).unwrap();
+        written += s.stream(a).write(&chunk).unwrap();
         let _ = sent(&mut s, t0);
     }
-    assert_eq!(s.write(a, &chunk).unwrap(), 64 * 1024);
+    assert_eq!(s.stream(a).write(&chunk).unwrap(), 64 * 1024);
     for _ in 0..10_000 {
         feed_yamux(&mut s, t0, &[ywu(a.0, yamux::Flags::NONE, 1)]);
-        let _ = s.write(b, b"xy");
+        let _ = s.stream(b).write(b"xy");
         let _ = sent(&mut s, t0);
         while s.poll_event().is_some() {}
     }
@@ -263,7 +263,7 @@ fn timers_of_a_forgotten_stream_leave_a_reused_id_alone() {
     let fin = yamux::Flags::FIN;
     feed_yamux(&mut s, t0, &[ywu(1, syn, 0)]);
     let old = s.accept().unwrap();
-    s.close_stream(old); // our FIN: close timer at t0 + 5 s
+    s.stream(old).close(); // our FIN: close timer at t0 + 5 s
     let _ = sent(&mut s, t0);
     let t1 = t0 + Duration::from_secs(1);
     feed_yamux(&mut s, t1, &[ywu(1, fin, 0)]); // the peer's FIN: forgotten
@@ -271,14 +271,18 @@ fn timers_of_a_forgotten_stream_leave_a_reused_id_alone() {
     let t2 = t0 + Duration::from_secs(2);
     feed_yamux(&mut s, t2, &[ywu(1, syn, 0)]); // id 1 again
     let new = s.accept().unwrap();
-    s.close_write(new); // our FIN at t2: its close timer is due at t2 + 5 s
+    s.stream(new).close_write(); // our FIN at t2: its close timer is due at t2 + 5 s
     let _ = sent(&mut s, t2);
     while s.poll_event().is_some() {}
     s.handle_timeout(t0 + Duration::from_secs(6));
-    assert_eq!(s.stream_end(new), None, "reset by the old stream's timer");
+    assert_eq!(
+        s.stream_ref(new).end(),
+        None,
+        "reset by the old stream's timer"
+    );
     s.handle_timeout(t2 + Duration::from_secs(5));
     assert_eq!(
-        s.stream_end(new),
+        s.stream_ref(new).end(),
         Some(crate::StreamEnd::Reset(ResetReason::CloseTimeout))
     );
 }
@@ -300,7 +304,7 @@ fn the_timer_heap_does_not_grow_with_churn() {
             ],
         );
         let st = s.accept().unwrap();
-        s.close_stream(st);
+        s.stream(st).close();
         let _ = sent(&mut s, t0);
         while s.poll_event().is_some() {}
     }

@@ -25,13 +25,13 @@ fn names_round_trip_and_travel_as_gmux_syn_payload() {
         let mut wire = bytes::BytesMut::from(&want[..]);
         p.server.handle_input(p.now, &mut wire).unwrap();
         let sid = p.server.accept().unwrap();
-        assert_eq!(p.server.stream_name(sid), Some(&b"db-primary"[..]));
-        assert_eq!(p.client.stream_name(id), Some(&b"db-primary"[..]));
+        assert_eq!(p.server.stream_ref(sid).name(), Some(&b"db-primary"[..]));
+        assert_eq!(p.client.stream_ref(id).name(), Some(&b"db-primary"[..]));
         // Unnamed streams still work on a names-enabled session.
         let plain = p.client.open().unwrap();
         p.drive();
         let sp = p.accept(Server);
-        assert_eq!(p.server.stream_name(sp), Some(&b""[..]));
+        assert_eq!(p.server.stream_ref(sp).name(), Some(&b""[..]));
         assert_eq!(plain.0, 5);
     }
 }
@@ -77,18 +77,21 @@ fn idle_timeout_fails_a_waiting_read_and_a_waiting_write() {
         assert_eq!(p.read_available(Server, sid).0, b"hello");
         // The server waits in read; the client is blocked writing (v2/yamux: no credit
         // once the peer stops reading; v1: the send buffer fills).
-        assert_eq!(p.server.read(sid, &mut [0u8; 8]), Err(ReadError::Blocked));
+        assert_eq!(
+            p.server.stream(sid).read(&mut [0u8; 8]),
+            Err(ReadError::Blocked)
+        );
         p.advance(Duration::from_secs(29));
         assert!(p.server.has_stream(sid));
         p.advance(Duration::from_secs(2));
         assert!(p.server_events.contains(&Event::Reset(sid)), "{protocol:?}");
         assert_eq!(
-            p.server.read(sid, &mut [0u8; 8]),
+            p.server.stream(sid).read(&mut [0u8; 8]),
             Err(ReadError::Reset(sid, ResetReason::IdleTimeout))
         );
         // The client's idle timer fired too (same last data).
         assert_eq!(
-            p.client.write(id, b"late"),
+            p.client.stream(id).write(b"late"),
             Err(WriteError::Reset(id, ResetReason::IdleTimeout))
         );
     }
@@ -105,12 +108,17 @@ fn idle_timeout_spares_an_active_stream_and_can_be_changed() {
         p.advance(Duration::from_secs(20));
         assert_eq!(p.read_available(Server, sid).0, b"tick");
     }
-    assert_eq!(p.client.idle_timeout(id), Some(Duration::from_secs(30)));
-    p.client.set_idle_timeout(id, None);
-    p.server.set_idle_timeout(sid, None);
+    assert_eq!(
+        p.client.stream_ref(id).idle_timeout(),
+        Some(Duration::from_secs(30))
+    );
+    p.client.stream(id).set_idle_timeout(None);
+    p.server.stream(sid).set_idle_timeout(None);
     p.advance(Duration::from_secs(120));
     assert!(p.client.has_stream(id) && p.server.has_stream(sid));
-    p.server.set_idle_timeout(sid, Some(Duration::from_secs(5)));
+    p.server
+        .stream(sid)
+        .set_idle_timeout(Some(Duration::from_secs(5)));
     p.advance(Duration::from_secs(1));
     assert!(p.server_events.contains(&Event::Reset(sid)));
 }
@@ -140,9 +148,9 @@ fn stats_add_up_to_what_was_transferred() {
         assert_eq!(c.frames_sent, s.frames_received);
         assert_eq!(s.frames_sent, c.frames_received);
         assert_eq!(c.streams, 2);
-        let st = p.server.stream_stats(sb).unwrap();
+        let st = p.server.stream_ref(sb).stats().unwrap();
         assert_eq!((st.bytes_received, st.buffered_recv), (12_345, 12_345));
-        assert_eq!(p.client.stream_stats(a).unwrap().bytes_sent, 300_000);
+        assert_eq!(p.client.stream_ref(a).stats().unwrap().bytes_sent, 300_000);
         assert_eq!(st.recv_window.is_some(), protocol != Protocol::SmuxV1);
     }
 }

@@ -131,9 +131,13 @@ fn v2_windows_limit_inflight_bytes() {
     let mut p = Pair::new(config);
     let id = p.client.open().unwrap();
     let total = 1024 * 1024;
-    let mut written = p.client.write(id, &vec![3u8; total]).unwrap();
+    let mut written = p.client.stream(id).write(&vec![3u8; total]).unwrap();
     p.drive();
-    written += p.client.write(id, &vec![3u8; total - written]).unwrap();
+    written += p
+        .client
+        .stream(id)
+        .write(&vec![3u8; total - written])
+        .unwrap();
     p.drive();
     let sid = p.accept(Server);
     // Before any read, the sender may use Go's initial peer window and no more.
@@ -143,9 +147,13 @@ fn v2_windows_limit_inflight_bytes() {
     let mut buf = vec![0u8; 5000];
     while got < total {
         if written < total {
-            written += p.client.write(id, &vec![3u8; total - written]).unwrap_or(0);
+            written += p
+                .client
+                .stream(id)
+                .write(&vec![3u8; total - written])
+                .unwrap_or(0);
         }
-        match p.server.read(sid, &mut buf) {
+        match p.server.stream(sid).read(&mut buf) {
             Ok(n) => got += n,
             Err(crate::ReadError::Blocked) => {}
             Err(e) => panic!("{e}"),
@@ -172,7 +180,8 @@ fn v2_stalled_stream_does_not_stop_another() {
         if written < size {
             written += p
                 .client
-                .write(live, &vec![1u8; size - written])
+                .stream(live)
+                .write(&vec![1u8; size - written])
                 .unwrap_or(0);
         }
         p.step();
@@ -201,7 +210,7 @@ fn fairness(protocol: Protocol, streams: usize) {
     let mut received = vec![0usize; streams];
     for _ in 0..(streams * 40).max(400) {
         for id in &ids {
-            let _ = p.client.write(*id, &chunk);
+            let _ = p.client.stream(*id).write(&chunk);
         }
         p.step();
         for (i, id) in server_ids.iter().enumerate() {
@@ -285,10 +294,10 @@ fn bogus_consumed_fails_the_streams_writes_like_gos_err_consumed() {
         &mut raw,
     );
     p.client.handle_input(p.now, &mut raw).unwrap();
-    p.client.write(id, b"more").unwrap();
+    p.client.stream(id).write(b"more").unwrap();
     p.drive();
     assert_eq!(
-        p.client.write(id, b"x"),
+        p.client.stream(id).write(b"x"),
         Err(crate::WriteError::Consumed {
             stream: id,
             written: 10,
@@ -312,8 +321,8 @@ fn high_priority_goes_first_and_low_priority_keeps_its_share() {
         let mut p = Pair::new(config);
         p.link_capacity = Some(256 * 1024);
         let high = p.client.open().unwrap();
-        p.client.set_priority(high, 200);
-        assert_eq!(p.client.priority(high), Some(200));
+        p.client.stream(high).set_priority(200);
+        assert_eq!(p.client.stream_ref(high).priority(), Some(200));
         let low: Vec<StreamId> = (0..100).map(|_| p.client.open().unwrap()).collect();
         p.drive();
         let s_high = p.accept(Server);
@@ -322,9 +331,9 @@ fn high_priority_goes_first_and_low_priority_keeps_its_share() {
         let (mut got_high, mut got_low) = (0usize, vec![0usize; 100]);
         for _ in 0..2000 {
             // Keep every stream backlogged: the high one fills its whole send buffer.
-            while p.client.write(high, &chunk).is_ok() {}
+            while p.client.stream(high).write(&chunk).is_ok() {}
             for id in &low {
-                let _ = p.client.write(*id, &chunk);
+                let _ = p.client.stream(*id).write(&chunk);
             }
             p.step();
             got_high += p.read_available(Server, s_high).0.len();

@@ -204,7 +204,7 @@ impl Pair {
     /// Writes all of `data`, driving the pair whenever the stream is blocked.
     pub(crate) fn write_all(&mut self, who: Who, id: StreamId, mut data: &[u8]) {
         while !data.is_empty() {
-            match self.session(who).write(id, data) {
+            match self.session(who).stream(id).write(data) {
                 Ok(n) => data = &data[n..],
                 Err(crate::WriteError::Blocked) => {
                     assert!(self.step(), "writer blocked and nothing moves");
@@ -220,7 +220,7 @@ impl Pair {
         let mut out = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
-            match self.session(who).read(id, &mut buf) {
+            match self.session(who).stream(id).read(&mut buf) {
                 Ok(0) => return (out, true),
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(crate::ReadError::Blocked) => return (out, false),

@@ -79,17 +79,21 @@ fn ordered_delivery_across_many_streams() {
             for (i, (id, data)) in sent.iter().enumerate() {
                 if offsets[i] < data.len() {
                     let k = p.rng.gen_range(1..=70_000).min(data.len() - offsets[i]);
-                    match p.client.write(*id, &data[offsets[i]..offsets[i] + k]) {
+                    match p
+                        .client
+                        .stream(*id)
+                        .write(&data[offsets[i]..offsets[i] + k])
+                    {
                         Ok(n) => offsets[i] += n,
                         Err(WriteError::Blocked) => {}
                         Err(e) => panic!("{e}"),
                     }
                     if offsets[i] == data.len() {
-                        p.client.close_write(*id);
+                        p.client.stream(*id).close_write();
                     }
                     busy = true;
                 } else if offsets[i] == 0 {
-                    p.client.close_write(*id);
+                    p.client.stream(*id).close_write();
                 }
             }
             p.step();
@@ -123,9 +127,9 @@ fn half_close_then_read_the_reply() {
         let mut p = Pair::new(config);
         let id = p.client.open().unwrap();
         p.write_all(Client, id, b"request");
-        p.client.close_write(id);
+        p.client.stream(id).close_write();
         assert!(matches!(
-            p.client.write(id, b"x"),
+            p.client.stream(id).write(b"x"),
             Err(WriteError::Closed(_))
         ));
         p.drive();
@@ -134,13 +138,13 @@ fn half_close_then_read_the_reply() {
         assert!(p.server_events.contains(&Event::Finished(sid)));
         // The server writes after the client's FIN: half-close keeps that direction.
         p.write_all(Server, sid, b"reply");
-        p.server.close_write(sid);
+        p.server.stream(sid).close_write();
         p.drive();
         assert_eq!(p.read_available(Client, id), (b"reply".to_vec(), true));
         // Both sides closed both ways; released handles forget the stream everywhere.
         assert_eq!(p.client.num_streams(), 1);
-        p.client.close_stream(id);
-        p.server.close_stream(sid);
+        p.client.stream(id).close();
+        p.server.stream(sid).close();
         p.drive();
         assert_eq!((p.client.num_streams(), p.server.num_streams()), (0, 0));
     }
@@ -155,7 +159,7 @@ fn half_close_in_the_other_order() {
         p.drive();
         let sid = p.accept(Server);
         p.write_all(Server, sid, b"banner");
-        p.server.close_write(sid);
+        p.server.stream(sid).close_write();
         p.drive();
         assert_eq!(p.read_available(Client, id), (b"banner".to_vec(), true));
         p.write_all(Client, id, b"still talking");
@@ -164,7 +168,7 @@ fn half_close_in_the_other_order() {
             p.read_available(Server, sid),
             (b"still talking".to_vec(), false)
         );
-        p.client.close_write(id);
+        p.client.stream(id).close_write();
         p.drive();
         assert_eq!(p.read_available(Server, sid), (Vec::new(), true));
     }
@@ -177,9 +181,9 @@ fn fin_follows_the_streams_own_data_and_is_sent_once() {
     let mut p = Pair::new(config);
     let id = p.client.open().unwrap();
     p.write_all(Client, id, &vec![7u8; 10_000]);
-    p.client.close_write(id);
-    p.client.close_write(id);
-    p.client.close_stream(id);
+    p.client.stream(id).close_write();
+    p.client.stream(id).close_write();
+    p.client.stream(id).close();
     let mut chunks = Vec::new();
     while p.client.poll_transmit(p.now, &mut chunks, 1 << 20) > 0 {}
     let wire: Vec<u8> = chunks.concat();
@@ -213,10 +217,10 @@ fn close_discards_unread_data_and_returns_budget() {
     p.drive();
     let sid = p.accept(Server);
     assert_eq!(p.server.budget_tokens(), 40_000);
-    p.server.close_stream(sid);
+    p.server.stream(sid).close();
     assert_eq!(p.server.budget_tokens(), 100_000);
     assert_eq!(
-        p.server.read(sid, &mut [0u8; 4]),
+        p.server.stream(sid).read(&mut [0u8; 4]),
         Err(ReadError::UnknownStream(sid))
     );
     // Data the peer sends after our close is dropped, not charged.
@@ -226,7 +230,7 @@ fn close_discards_unread_data_and_returns_budget() {
     assert_eq!(p.server.num_streams(), 0);
     // The client saw our FIN and can still close its side cleanly.
     assert!(p.client_events.contains(&Event::Finished(id)));
-    p.client.close_stream(id);
+    p.client.stream(id).close();
     p.drive();
     assert_eq!(p.client.num_streams(), 0);
 }
@@ -306,18 +310,18 @@ fn protocol_violation_ends_the_session_with_a_typed_error() {
         vec![Event::StreamEnded(sid), Event::Closed(want.clone())]
     );
     assert_eq!(
-        p.server.stream_end(sid),
+        p.server.stream_ref(sid).end(),
         Some(crate::StreamEnd::Session(want.clone()))
     );
     // Data received before the violation is still readable, then the error.
     let mut buf = [0u8; 16];
-    assert_eq!(p.server.read(sid, &mut buf), Ok(4));
+    assert_eq!(p.server.stream(sid).read(&mut buf), Ok(4));
     assert_eq!(
-        p.server.read(sid, &mut buf),
+        p.server.stream(sid).read(&mut buf),
         Err(ReadError::SessionClosed(want.clone()))
     );
     assert_eq!(
-        p.server.write(sid, b"x"),
+        p.server.stream(sid).write(b"x"),
         Err(WriteError::SessionClosed(want.clone()))
     );
     assert_eq!(p.server.open(), Err(OpenError::SessionClosed(want)));
@@ -384,12 +388,18 @@ fn read_chunk_hands_out_received_bytes() {
     let mut p = Pair::new(Config::default());
     let id = p.client.open().unwrap();
     p.write_all(Client, id, b"abcdef");
-    p.client.close_write(id);
+    p.client.stream(id).close_write();
     p.drive();
     let sid = p.accept(Server);
-    assert_eq!(p.server.read_chunk(sid, 4).unwrap().unwrap(), &b"abcd"[..]);
-    assert_eq!(p.server.read_chunk(sid, 100).unwrap().unwrap(), &b"ef"[..]);
-    assert_eq!(p.server.read_chunk(sid, 100), Ok(None));
+    assert_eq!(
+        p.server.stream(sid).read_chunk(4).unwrap().unwrap(),
+        &b"abcd"[..]
+    );
+    assert_eq!(
+        p.server.stream(sid).read_chunk(100).unwrap().unwrap(),
+        &b"ef"[..]
+    );
+    assert_eq!(p.server.stream(sid).read_chunk(100), Ok(None));
 }
 
 #[test]
@@ -398,8 +408,11 @@ fn readable_and_writable_events_follow_interest() {
     config.stream_send_buffer = 1000;
     let mut p = Pair::new(config);
     let id = p.client.open().unwrap();
-    assert_eq!(p.client.write(id, &[0u8; 1500]), Ok(1000));
-    assert_eq!(p.client.write(id, &[0u8; 1]), Err(WriteError::Blocked));
+    assert_eq!(p.client.stream(id).write(&[0u8; 1500]), Ok(1000));
+    assert_eq!(
+        p.client.stream(id).write(&[0u8; 1]),
+        Err(WriteError::Blocked)
+    );
     p.drive();
     assert!(p.client_events.contains(&Event::Writable(id)));
     let sid = p.accept(Server);
@@ -431,7 +444,7 @@ fn session_send_buffer_bounds_all_streams_together() {
     let ids: Vec<StreamId> = (0..4).map(|_| p.client.open().unwrap()).collect();
     let taken: Vec<_> = ids
         .iter()
-        .map(|id| p.client.write(*id, &[0u8; 1000]))
+        .map(|id| p.client.stream(*id).write(&[0u8; 1000]))
         .collect();
     assert_eq!(
         taken,
@@ -453,8 +466,8 @@ fn burst_of_opens_keeps_each_streams_first_data_with_its_syn() {
     let mut ids = Vec::new();
     for i in 0..2000u32 {
         let id = p.client.open().unwrap();
-        p.client.write(id, &[i as u8]).unwrap();
-        p.client.close_stream(id);
+        p.client.stream(id).write(&[i as u8]).unwrap();
+        p.client.stream(id).close();
         ids.push(id);
     }
     let mut chunks = Vec::new();
@@ -479,9 +492,9 @@ fn burst_of_opens_keeps_each_streams_first_data_with_its_syn() {
         let _ = p.server.handle_input(p.now, &mut wire);
         let id = p.server.accept().expect("stream waiting");
         let mut b = [0u8; 1];
-        assert_eq!(p.server.read(id, &mut b), Ok(1));
+        assert_eq!(p.server.stream(id).read(&mut b), Ok(1));
         assert_eq!(b[0], i as u8);
-        p.server.close_stream(id);
+        p.server.stream(id).close();
     }
 }
 
@@ -546,7 +559,7 @@ fn drained_send_buffers_are_given_back() {
             p.step();
         }
         assert_eq!(got, 200 * 1024);
-        assert_eq!(p.client.stream_stats(id).unwrap().buffered_send, 0);
+        assert_eq!(p.client.stream_ref(id).stats().unwrap().buffered_send, 0);
         // A small write now takes a small buffer, not the drained 200 KiB one back.
         p.write_all(Client, id, b"tail");
         let capacity = p.client.send_capacity(id).unwrap();
@@ -565,11 +578,15 @@ fn write_chunk_frames_the_chunk_without_copying() {
         let mut server = crate::Session::new(Config::new(protocol), crate::Side::Server, now);
         let id = client.open().unwrap();
         let chunk = bytes::Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
-        assert_eq!(client.write(id, b"head").unwrap(), 4);
-        assert_eq!(client.write_chunk(id, chunk.clone()).unwrap(), 100_000);
+        assert_eq!(client.stream(id).write(b"head").unwrap(), 4);
+        assert_eq!(
+            client.stream(id).write_chunk(chunk.clone()).unwrap(),
+            100_000
+        );
         assert_eq!(
             client
-                .write_chunk(id, bytes::Bytes::from_static(b"tail"))
+                .stream(id)
+                .write_chunk(bytes::Bytes::from_static(b"tail"))
                 .unwrap(),
             4
         );
@@ -590,7 +607,7 @@ fn write_chunk_frames_the_chunk_without_copying() {
         let sid = server.accept().unwrap();
         let mut got = vec![0u8; 200_000];
         let mut n = 0;
-        while let Ok(k) = server.read(sid, &mut got[n..]) {
+        while let Ok(k) = server.stream(sid).read(&mut got[n..]) {
             if k == 0 {
                 break;
             }
@@ -600,5 +617,37 @@ fn write_chunk_frames_the_chunk_without_copying() {
         want.extend_from_slice(&chunk);
         want.extend_from_slice(b"tail");
         assert_eq!(&got[..n], &want[..], "{protocol:?}");
+    }
+}
+
+#[test]
+fn the_view_of_an_unknown_or_closed_stream_fails_as_unknown() {
+    for config in all_protocols() {
+        let mut p = Pair::new(config);
+        let id = p.client.open().unwrap();
+        let unknown = StreamId(id.0 + 2);
+        let mut s = p.client.stream(unknown);
+        assert_eq!(s.write(b"x"), Err(WriteError::UnknownStream(unknown)));
+        assert_eq!(s.read(&mut [0; 4]), Err(ReadError::UnknownStream(unknown)));
+        assert_eq!(s.read_chunk(4), Err(ReadError::UnknownStream(unknown)));
+        s.close_write();
+        s.close();
+        s.reset();
+        s.set_priority(9);
+        assert_eq!((s.priority(), s.end(), s.stats()), (None, None, None));
+        assert_eq!(p.client.stream_ref(unknown).name(), None);
+
+        // Closed by the application: its id is unknown to reads and writes at once.
+        p.client.stream(id).set_priority(7);
+        assert_eq!(p.client.stream_ref(id).priority(), Some(7));
+        p.client.stream(id).close();
+        assert_eq!(
+            p.client.stream(id).write(b"x"),
+            Err(WriteError::UnknownStream(id))
+        );
+        assert_eq!(
+            p.client.stream(id).read(&mut [0; 4]),
+            Err(ReadError::UnknownStream(id))
+        );
     }
 }

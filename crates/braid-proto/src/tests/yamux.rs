@@ -87,7 +87,7 @@ fn data(stream_id: u32, flags: Flags, bytes: &[u8]) -> Frame {
 fn read_all(s: &mut Session, id: StreamId) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(id, &mut buf) {
+    while let Ok(n) = s.stream(id).read(&mut buf) {
         if n == 0 {
             break;
         }
@@ -101,7 +101,7 @@ fn open_sends_window_update_syn_and_ack_completes_it() {
     let mut t = Scripted::new(Side::Client);
     let id = t.s.open().unwrap();
     assert_eq!(id.0, 1, "yamux clients open odd ids from 1");
-    t.s.write(id, b"early").unwrap();
+    t.s.stream(id).write(b"early").unwrap();
     // Corner case 3: data goes out before the ACK (Go accepts it).
     assert_eq!(
         t.recv(),
@@ -132,7 +132,7 @@ fn corner_1_window_update_syn_adds_its_delta_to_the_initial_window() {
     let id = t.s.accept().unwrap();
     t.recv();
     let big = vec![7u8; 400_000];
-    assert_eq!(t.s.write(id, &big), Ok(256 * 1024)); // the stream's send buffer
+    assert_eq!(t.s.stream(id).write(&big), Ok(256 * 1024)); // the stream's send buffer
     let sent: usize = t
         .recv()
         .iter()
@@ -142,7 +142,7 @@ fn corner_1_window_update_syn_adds_its_delta_to_the_initial_window() {
         })
         .sum();
     assert_eq!(sent, 256 * 1024); // within 256 KiB + 100 000 of credit
-    t.s.write(id, &big[..200_000]).unwrap();
+    t.s.stream(id).write(&big[..200_000]).unwrap();
     let sent: usize = t
         .recv()
         .iter()
@@ -168,12 +168,12 @@ fn corner_2_data_syn_is_buffered_before_accept_and_4_ack_on_accept() {
 fn corner_5_never_a_second_fin() {
     let mut t = Scripted::new(Side::Client);
     let id = t.s.open().unwrap();
-    t.s.close_write(id);
-    t.s.close_write(id);
-    t.s.close_stream(id);
+    t.s.stream(id).close_write();
+    t.s.stream(id).close_write();
+    t.s.stream(id).close();
     assert_eq!(t.recv(), vec![wu(1, Flags::SYN, 0), wu(1, Flags::FIN, 0)]);
-    t.s.close_stream(id);
-    t.s.close_write(id);
+    t.s.stream(id).close();
+    t.s.stream(id).close_write();
     assert_eq!(t.recv(), vec![]);
     // Released, FIN sent: kept until the peer's FIN, then forgotten.
     assert_eq!(t.s.num_streams(), 1);
@@ -228,7 +228,7 @@ fn corner_8_go_away_0_drains_instead_of_killing() {
     // The existing stream goes on both ways.
     t.send(&[data(1, Flags::NONE, b"still")]).unwrap();
     assert_eq!(read_all(&mut t.s, id), b"still");
-    t.s.write(id, b"me too").unwrap();
+    t.s.stream(id).write(b"me too").unwrap();
     assert_eq!(t.recv(), vec![data(1, Flags::NONE, b"me too")]);
 }
 
@@ -249,9 +249,9 @@ fn corner_9_bare_eof_ends_streams_after_their_data() {
     let id = t.s.accept().unwrap();
     t.s.handle_transport_closed(t.now, ConnectionError::TransportClosed);
     let mut buf = [0u8; 16];
-    assert_eq!(t.s.read(id, &mut buf), Ok(7));
+    assert_eq!(t.s.stream(id).read(&mut buf), Ok(7));
     assert_eq!(
-        t.s.read(id, &mut buf),
+        t.s.stream(id).read(&mut buf),
         Err(ReadError::SessionClosed(ConnectionError::TransportClosed))
     );
 }
@@ -279,12 +279,12 @@ fn corner_10_fin_and_rst_on_either_frame_type() {
     let mut buf = [0u8; 4];
     for id in &ids[2..] {
         assert_eq!(
-            t.s.read(*id, &mut buf),
+            t.s.stream(*id).read(&mut buf),
             Err(ReadError::Reset(*id, ResetReason::ByPeer)),
             "buffered data is lost on RST, as in Go"
         );
         assert_eq!(
-            t.s.write(*id, b"x"),
+            t.s.stream(*id).write(b"x"),
             Err(WriteError::Reset(*id, ResetReason::ByPeer))
         );
     }
@@ -381,19 +381,19 @@ fn rst_both_directions() {
     p.drive();
     let sa = p.accept(Server);
     // Local reset: our calls fail, the peer's reads fail with ConnectionReset.
-    p.client.reset(a);
+    p.client.stream(a).reset();
     assert_eq!(
-        p.client.write(a, b"x"),
+        p.client.stream(a).write(b"x"),
         Err(WriteError::Reset(a, ResetReason::Locally))
     );
     p.drive();
     assert!(p.server_events.contains(&Event::Reset(sa)));
     assert_eq!(
-        p.server.read(sa, &mut [0u8; 8]),
+        p.server.stream(sa).read(&mut [0u8; 8]),
         Err(ReadError::Reset(sa, ResetReason::ByPeer))
     );
-    p.client.close_stream(a);
-    p.server.close_stream(sa);
+    p.client.stream(a).close();
+    p.server.stream(sa).close();
     p.drive();
     assert_eq!((p.client.num_streams(), p.server.num_streams()), (0, 0));
 }
@@ -423,7 +423,7 @@ fn unacknowledged_open_times_out_with_rst() {
     t.advance(Duration::from_secs(2));
     assert!(t.events().contains(&Event::Reset(id)));
     assert_eq!(
-        t.s.read(id, &mut [0u8; 1]),
+        t.s.stream(id).read(&mut [0u8; 1]),
         Err(ReadError::Reset(id, ResetReason::OpenTimeout))
     );
     assert_eq!(t.recv(), vec![wu(1, Flags::RST, 0)]);
@@ -436,7 +436,7 @@ fn close_timeout_resets_a_stream_the_peer_never_finishes() {
     config.keep_alive_disabled = true;
     let mut t = Scripted::with(config, Side::Client);
     let id = t.s.open().unwrap();
-    t.s.close_stream(id);
+    t.s.stream(id).close();
     t.recv();
     t.send(&[wu(1, Flags::ACK, 0)]).unwrap();
     t.advance(Duration::from_secs(301));
@@ -511,14 +511,18 @@ fn released_stream_gives_the_window_back_so_the_peer_is_not_stuck() {
     let id = p.client.open().unwrap();
     p.drive();
     let sid = p.accept(Server);
-    p.server.close_stream(sid); // the server will not read
+    p.server.stream(sid).close(); // the server will not read
     let total = 2 * 1024 * 1024;
     let mut written = 0;
     for _ in 0..10_000 {
         if written == total {
             break;
         }
-        written += p.client.write(id, &vec![0u8; total - written]).unwrap_or(0);
+        written += p
+            .client
+            .stream(id)
+            .write(&vec![0u8; total - written])
+            .unwrap_or(0);
         p.step();
     }
     assert_eq!(written, total, "the writer was left without window");
@@ -534,22 +538,25 @@ fn stream_dropped_with_a_full_window_unread_gives_that_window_back() {
     let window = 256 * 1024;
     p.write_all(Client, id, &vec![7u8; window]);
     p.drive();
-    assert_eq!(p.server.stream_stats(sid).unwrap().buffered_recv, window);
+    assert_eq!(
+        p.server.stream_ref(sid).stats().unwrap().buffered_recv,
+        window
+    );
     assert!(
-        matches!(p.client.write(id, b"x"), Ok(1)),
+        matches!(p.client.stream(id).write(b"x"), Ok(1)),
         "send buffer takes it"
     );
     p.drive();
     assert_eq!(
-        p.client.stream_stats(id).unwrap().buffered_send,
+        p.client.stream_ref(id).stats().unwrap().buffered_send,
         1,
         "no window left"
     );
     // Dropping discards the unread window: it must come back without further data.
-    p.server.close_stream(sid);
+    p.server.stream(sid).close();
     p.drive();
     assert_eq!(
-        p.client.stream_stats(id).unwrap().buffered_send,
+        p.client.stream_ref(id).stats().unwrap().buffered_send,
         0,
         "the writer got its window back"
     );
@@ -567,24 +574,24 @@ fn open_write_drop_cycles_leave_nothing_behind() {
                     p.step();
                     while let Some(sid) = p.server.accept() {
                         let _ = p.read_available(Server, sid);
-                        p.server.close_stream(sid);
+                        p.server.stream(sid).close();
                         accepted += 1;
                     }
                 }
                 Err(e) => panic!("{e}"),
             }
         };
-        p.client.write(id, &[i as u8]).unwrap();
+        p.client.stream(id).write(&[i as u8]).unwrap();
         if i % 2 == 0 {
-            p.client.close_write(id);
+            p.client.stream(id).close_write();
         }
-        p.client.close_stream(id);
+        p.client.stream(id).close();
     }
     for _ in 0..100 {
         p.step();
         while let Some(sid) = p.server.accept() {
             let _ = p.read_available(Server, sid);
-            p.server.close_stream(sid);
+            p.server.stream(sid).close();
             accepted += 1;
         }
     }
@@ -625,7 +632,7 @@ fn bulk_over_latency(tuning: bool, latency: Duration, span: Duration) -> (usize,
     let mut got = 0;
     let end = p.now + span;
     while p.now < end {
-        let _ = p.client.write(id, &chunk);
+        let _ = p.client.stream(id).write(&chunk);
         p.advance(Duration::from_millis(1));
         got += p.read_available(Server, sid).0.len();
         // Never more in flight than the largest window allows.

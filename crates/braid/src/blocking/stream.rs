@@ -31,7 +31,7 @@ impl StreamRef {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.read_with(|st, id| st.core.read(id, buf))
+        self.read_with(|st, id| st.core.stream(id).read(buf))
     }
 
     /// Waits until `read` finds data (or the end), up to the read timeout.
@@ -62,12 +62,12 @@ impl StreamRef {
     }
 
     fn write(&self, data: &[u8]) -> io::Result<usize> {
-        self.write_with(|st, id| st.core.write(id, data))
+        self.write_with(|st, id| st.core.stream(id).write(data))
     }
 
     fn write_chunk(&self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
-            let n = self.write_with(|st, id| st.core.write_chunk(id, data.clone()))?;
+            let n = self.write_with(|st, id| st.core.stream(id).write_chunk(data.clone()))?;
             let _ = data.split_to(n);
         }
         Ok(())
@@ -144,7 +144,8 @@ impl Stream {
     pub fn name(&self) -> Option<String> {
         let st = self.stream.inner.lock();
         st.core
-            .stream_name(self.stream.id)
+            .stream_ref(self.stream.id)
+            .name()
             .filter(|n| !n.is_empty())
             .map(|n| String::from_utf8_lossy(n).into_owned())
     }
@@ -154,7 +155,7 @@ impl Stream {
     pub fn closed(&self) -> StreamEnd {
         let mut st = self.stream.inner.lock();
         loop {
-            if let Some(end) = st.core.stream_end(self.stream.id) {
+            if let Some(end) = st.core.stream_ref(self.stream.id).end() {
                 return end;
             }
             if let Some(reason) = st.close_reason() {
@@ -174,34 +175,40 @@ impl Stream {
     /// including those already waiting, fail with `TimedOut`.
     pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
         let mut st = self.stream.inner.lock();
-        st.core.set_idle_timeout(self.stream.id, timeout);
+        st.core.stream(self.stream.id).set_idle_timeout(timeout);
         // The timer thread must learn of the new deadline.
         st.wake_timers();
     }
 
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.stream.inner.lock().core.idle_timeout(self.stream.id)
+        self.stream
+            .inner
+            .lock()
+            .core
+            .stream_ref(self.stream.id)
+            .idle_timeout()
     }
 
     /// Sets the send priority (0 lowest, the default; 255 highest): higher priorities
     /// send first, lower ones keep `Config::priority_share` percent of the link.
     pub fn set_priority(&self, priority: u8) {
         let mut st = self.stream.inner.lock();
-        st.core.set_priority(self.stream.id, priority);
+        st.core.stream(self.stream.id).set_priority(priority);
     }
 
     /// The send priority.
     pub fn priority(&self) -> u8 {
         let st = self.stream.inner.lock();
-        st.core.priority(self.stream.id).unwrap_or(0)
+        st.core.stream_ref(self.stream.id).priority().unwrap_or(0)
     }
 
     /// Bytes each way, buffered bytes and windows.
     pub fn stats(&self) -> StreamStats {
         let st = self.stream.inner.lock();
         st.core
-            .stream_stats(self.stream.id)
+            .stream_ref(self.stream.id)
+            .stats()
             .expect("a held stream is known to the session")
     }
 
@@ -210,7 +217,7 @@ impl Stream {
     /// Blocks and times out like `read`; mixes freely with it.
     pub fn read_chunk(&self, max: usize) -> io::Result<Option<Bytes>> {
         self.stream
-            .read_with(|st, id| st.core.read_chunk(id, max.max(1)))
+            .read_with(|st, id| st.core.stream(id).read_chunk(max.max(1)))
     }
 
     /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
@@ -233,7 +240,7 @@ impl Stream {
     /// Reading goes on until the peer's FIN. Idempotent.
     pub fn shutdown_write(&self) {
         let mut st = self.stream.inner.lock();
-        st.core.close_write(self.stream.id);
+        st.core.stream(self.stream.id).close_write();
         st.wake_io();
     }
 
@@ -242,7 +249,7 @@ impl Stream {
     /// peer sees end of stream and what it sends later is dropped.
     pub fn reset(&self) {
         let mut st = self.stream.inner.lock();
-        st.core.reset(self.stream.id);
+        st.core.stream(self.stream.id).reset();
         st.dispatch();
         st.wake_io();
     }
