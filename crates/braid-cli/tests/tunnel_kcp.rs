@@ -8,6 +8,7 @@ use common::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 fn kcptun(bin: &str) -> Option<PathBuf> {
@@ -199,7 +200,7 @@ async fn autoexpire_replaces_sessions_and_keeps_their_streams() {
         let server = start_server(target, &flags).await;
         let client = start_client(server.addr, &[&flags[..], &["--autoexpire=1"]].concat()).await;
         // A connection on the first session, kept open across the expiry.
-        let mut held = TcpStream::connect(client.addr).await.unwrap();
+        let mut held = tokio::net::TcpStream::connect(client.addr).await.unwrap();
         held.write_all(b"first").await.unwrap();
         let mut buf = [0u8; 5];
         held.read_exact(&mut buf).await.unwrap();
@@ -209,7 +210,7 @@ async fn autoexpire_replaces_sessions_and_keeps_their_streams() {
         })
         .await;
         // New connections go over the new session...
-        echo(client.addr, 1, 50_000).await;
+        echo_unclosed(client.addr, 1, 50_000).await;
         assert_eq!(server.stats.snapshot().sessions, 2);
         // ...and the old one still carries its stream.
         held.write_all(b"again").await.unwrap();
