@@ -91,6 +91,11 @@ impl Sampler {
     async fn finish(self, counters: &[AtomicU64], end: f64) -> io::Result<Series> {
         let _ = self.stop.send(());
         let (mut t_s, mut rows) = self.task.await.map_err(join_error)?;
+        // A tick may land between measuring `end` and the stop: the final point replaces it.
+        while t_s.last().is_some_and(|&t| t >= end) {
+            t_s.pop();
+            rows.pop();
+        }
         t_s.push(end);
         rows.push(counters.iter().map(|c| c.load(Ordering::Relaxed)).collect());
         // Transpose: one row per stream.
