@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 /// Chunks shorter than this are copied, so that tiny chunks do not become tiny frames.
 const COPY_CHUNKS_BELOW: usize = 4096;
-/// Copied bytes go into blocks of at most this size (a yamux frame, two smux frames),
-/// never into a buffer that grows: growing reallocated and copied the bytes still
+/// Copied bytes go into blocks of at most this size (a yamux frame, two smux frames; or
+/// one frame, when the configured frames are larger), never into a buffer that grows: growing reallocated and copied the bytes still
 /// queued, and the allocator's heap filled with freed buffers of every size (at 1000
 /// writing streams, most of the process's peak RSS was such free memory).
 const MAX_BLOCK: usize = 64 * 1024;
@@ -22,6 +22,8 @@ pub(crate) struct SendBuf {
     tail: BytesMut,
     /// The capacity of the last block, for the next one's.
     block: usize,
+    /// The largest frame: a block is never smaller, so that frames are not cut short.
+    frame_size: usize,
     len: usize,
 }
 
@@ -40,6 +42,11 @@ impl SendBuf {
         self.tail.capacity()
     }
 
+    /// Sets the largest frame the bytes are sent in.
+    pub(crate) fn set_frame_size(&mut self, frame_size: usize) {
+        self.frame_size = frame_size;
+    }
+
     pub(crate) fn extend_from_slice(&mut self, mut data: &[u8]) {
         self.len += data.len();
         while !data.is_empty() {
@@ -47,7 +54,8 @@ impl SendBuf {
             if room == 0 {
                 self.seal_tail();
                 // As large as the data (up to a block), and at least twice the last.
-                self.block = data.len().max(2 * self.block).clamp(MIN_BLOCK, MAX_BLOCK);
+                let max = MAX_BLOCK.max(self.frame_size);
+                self.block = data.len().max(2 * self.block).clamp(MIN_BLOCK, max);
                 self.tail = BytesMut::with_capacity(self.block);
                 continue;
             }
@@ -128,5 +136,13 @@ mod tests {
         // The first block fits the first write; then full blocks, then the rest.
         assert_eq!(sizes, [1000, 65536, 65536, 65536, 65536, 36856]);
         assert_eq!(b.capacity(), 0, "the drained block is given back");
+    }
+
+    #[test]
+    fn blocks_hold_a_whole_frame_when_frames_are_larger() {
+        let mut b = SendBuf::default();
+        b.set_frame_size(1 << 20);
+        b.extend_from_slice(&vec![1u8; 3 << 20]);
+        assert_eq!(b.take(1 << 20).len(), 1 << 20);
     }
 }

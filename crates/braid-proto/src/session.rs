@@ -645,6 +645,7 @@ impl Session {
         let session_room = self.config.max_send_buffer - self.send_buffered;
         let closed = self.closed_error();
         let stream_cap = self.config.stream_send_buffer;
+        let max_frame = self.config.max_frame_size;
         let st = match self.streams.get_mut(&id.0) {
             Some(st) if !st.released => st,
             _ => return Err(WriteError::UnknownStream(id)),
@@ -675,6 +676,7 @@ impl Session {
             st.write_waiting = true;
         }
         if n > 0 {
+            st.send.set_frame_size(max_frame);
             put(&mut st.send, n);
             self.send_buffered += n;
             self.sched.push_data(&mut st.queued, id.0);
