@@ -118,6 +118,8 @@ pub struct Session {
     pins: Pins,
     /// Bytes in all streams' send buffers.
     send_buffered: usize,
+    /// Spent send blocks, reused by every stream's writes.
+    send_pool: crate::send_buf::BlockPool,
     /// Streams whose writes were refused because `max_send_buffer` was reached, first
     /// come first served. A stream is in it at most once (`StreamState::send_waiting`),
     /// and gone streams are pruned as it grows, so that neither repeated refusals nor
@@ -262,6 +264,7 @@ impl Session {
             budget: ReceiveBudget::new(config.max_receive_buffer),
             pins: Pins::new(config.max_receive_buffer),
             send_buffered: 0,
+            send_pool: Default::default(),
             send_waiters: VecDeque::new(),
             sched: Scheduler::default(),
             stream_timers: BinaryHeap::new(),
@@ -617,7 +620,9 @@ impl Session {
     /// as many as the stream's and the session's send buffers had room for).
     /// `Err(WriteError::Blocked)` means no room: wait for [`Event::Writable`].
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        self.write_with(id, data.len(), |send, n| send.extend_from_slice(&data[..n]))
+        self.write_with(id, data.len(), |send, pool, n| {
+            send.extend_from_slice(&data[..n], pool)
+        })
     }
 
     /// [`Session::write`] without a copy: `data` (or its first part, as much as there is
@@ -632,7 +637,9 @@ impl Session {
     /// assert_eq!(s.write_chunk(id, payload), Ok(100_000));
     /// ```
     pub fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
-        self.write_with(id, data.len(), |send, n| send.push_chunk(data.slice(..n)))
+        self.write_with(id, data.len(), |send, pool, n| {
+            send.push_chunk(data.slice(..n), pool)
+        })
     }
 
     /// Shared write logic: `put` queues the first `n` of `len` bytes.
@@ -640,7 +647,7 @@ impl Session {
         &mut self,
         id: StreamId,
         len: usize,
-        put: impl FnOnce(&mut crate::send_buf::SendBuf, usize),
+        put: impl FnOnce(&mut crate::send_buf::SendBuf, &mut crate::send_buf::BlockPool, usize),
     ) -> Result<usize, WriteError> {
         let session_room = self.config.max_send_buffer - self.send_buffered;
         let closed = self.closed_error();
@@ -677,7 +684,7 @@ impl Session {
         }
         if n > 0 {
             st.send.set_frame_size(max_frame);
-            put(&mut st.send, n);
+            put(&mut st.send, &mut self.send_pool, n);
             self.send_buffered += n;
             self.sched.push_data(&mut st.queued, id.0);
         }
