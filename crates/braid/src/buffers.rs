@@ -85,3 +85,38 @@ impl ReadBuffers {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_buffers_are_kept_while_busy_and_trimmed_once_idle() {
+        let t0 = Instant::now();
+        let mut rb = ReadBuffers::default();
+        let mut current = BytesMut::with_capacity(4096);
+        let mut payloads = Vec::new();
+        for _ in 0..10 {
+            current.extend_from_slice(&[7u8; 4096]);
+            // A payload still holds every buffer: each renewal needs another one.
+            payloads.push(current.split().freeze());
+            rb.renew(&mut current, 4096, t0);
+        }
+        assert_eq!(rb.retired.len(), 10);
+        drop(payloads);
+        // The reader caught up: the next renewal reuses a retired buffer.
+        current.extend_from_slice(&[8u8; 4096]);
+        let held = current.split().freeze();
+        rb.renew(&mut current, 4096, t0);
+        assert_eq!(rb.retired.len(), 10, "one reused, the current one retired");
+        rb.trim_if_idle(t0 + IDLE_TRIM / 2);
+        assert_eq!(rb.retired.len(), 10, "kept while data flows");
+        rb.trim_if_idle(t0 + 2 * IDLE_TRIM);
+        assert_eq!(
+            rb.retired.len(),
+            MAX_SPARE,
+            "an idle session keeps only spares"
+        );
+        assert_eq!(&held[..], &[8u8; 4096][..]);
+    }
+}
