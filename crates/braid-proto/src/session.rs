@@ -120,6 +120,8 @@ pub struct Session {
     pins: Pins,
     /// Bytes in all streams' send buffers.
     send_buffered: usize,
+    /// Spent send blocks, reused by every stream's writes.
+    send_pool: crate::send_buf::BlockPool,
     /// Streams whose writes were refused because `max_send_buffer` was reached, first
     /// come first served. A stream is in it at most once (`StreamState::send_waiting`),
     /// and gone streams are pruned as it grows, so that neither repeated refusals nor
@@ -263,6 +265,7 @@ impl Session {
             budget: ReceiveBudget::new(config.max_receive_buffer),
             pins: Pins::new(config.max_receive_buffer),
             send_buffered: 0,
+            send_pool: Default::default(),
             send_waiters: VecDeque::new(),
             sched: Scheduler::default(),
             stream_timers: BinaryHeap::new(),
@@ -610,12 +613,16 @@ impl Session {
 
     // See [`StreamMut::write`].
     fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, WriteError> {
-        self.write_with(id, data.len(), |send, n| send.extend_from_slice(&data[..n]))
+        self.write_with(id, data.len(), |send, pool, n| {
+            send.extend_from_slice(&data[..n], pool)
+        })
     }
 
     // See [`StreamMut::write_chunk`].
     fn write_chunk(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
-        self.write_with(id, data.len(), |send, n| send.push_chunk(data.slice(..n)))
+        self.write_with(id, data.len(), |send, pool, n| {
+            send.push_chunk(data.slice(..n), pool)
+        })
     }
 
     /// Shared write logic: `put` queues the first `n` of `len` bytes.
@@ -623,11 +630,12 @@ impl Session {
         &mut self,
         id: StreamId,
         len: usize,
-        put: impl FnOnce(&mut crate::send_buf::SendBuf, usize),
+        put: impl FnOnce(&mut crate::send_buf::SendBuf, &mut crate::send_buf::BlockPool, usize),
     ) -> Result<usize, WriteError> {
         let session_room = self.config.max_send_buffer - self.send_buffered;
         let closed = self.closed_error();
         let stream_cap = self.config.stream_send_buffer;
+        let max_frame = self.config.max_frame_size;
         let st = match self.streams.get_mut(&id.0) {
             Some(st) if !st.released => st,
             _ => return Err(WriteError::UnknownStream(id)),
@@ -659,7 +667,8 @@ impl Session {
             st.write_waiting = true;
         }
         if n > 0 {
-            put(&mut st.send, n);
+            st.send.set_frame_size(max_frame);
+            put(&mut st.send, &mut self.send_pool, n);
             self.send_buffered += n;
             self.sched.push_data(&mut st.queued, id.0);
         }

@@ -1,15 +1,23 @@
 //! The driver: the one task that owns the connection. It feeds received bytes to the core,
 //! writes the core's frames with vectored writes, fires its timers and wakes the handles.
+//!
+//! Write-through: while the driver is parked, a stream task that queued data takes the
+//! frames from the core and writes them to the connection itself ([`WriteThrough`]),
+//! which saves the wakeup of the driver and a task switch per message. The connection's
+//! write side and the queue of frames taken from the core live in one mutex ([`Io`]):
+//! frames are only taken from the core and written while holding it, so they leave in
+//! the core's order and one writer at a time.
 
 use crate::glue::{RecvBuf, TxQueue, MAX_IOVECS};
-use crate::shared::Inner;
+use crate::shared::{Inner, Locked};
 use braid_proto::ConnectionError;
 use bytes::BufMut;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -29,12 +37,8 @@ const ROUNDS_PER_POLL: usize = 32;
 #[must_use = "the session does nothing unless its driver is polled"]
 pub struct Driver<T> {
     inner: Arc<Inner>,
-    io: T,
+    io: Arc<Mutex<Io<T>>>,
     rx: RecvBuf,
-    tx: TxQueue,
-    /// Writing or reading failed: nothing more is written.
-    io_failed: bool,
-    needs_flush: bool,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<std::time::Instant>,
     done: bool,
@@ -42,15 +46,29 @@ pub struct Driver<T> {
     span: Option<tracing::Span>,
 }
 
+/// The connection and the frames taken from the core that wait to be written.
+pub(crate) struct Io<T> {
+    io: T,
+    tx: TxQueue,
+    /// Writing or reading failed: nothing more is written.
+    io_failed: bool,
+    needs_flush: bool,
+    /// A write-through write failed: the driver ends the session with this.
+    failure: Option<ConnectionError>,
+}
+
 impl<T> Driver<T> {
     pub(crate) fn new(inner: Arc<Inner>, io: T) -> Driver<T> {
         Driver {
             inner,
-            io,
+            io: Arc::new(Mutex::new(Io {
+                io,
+                tx: TxQueue::default(),
+                io_failed: false,
+                needs_flush: false,
+                failure: None,
+            })),
             rx: RecvBuf::default(),
-            tx: TxQueue::default(),
-            io_failed: false,
-            needs_flush: false,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
             done: false,
@@ -61,40 +79,28 @@ impl<T> Driver<T> {
 
 /// What one locked round of the driver decided.
 struct Round {
+    now: std::time::Instant,
     want_read: bool,
     closed: Option<ConnectionError>,
     deadline: Option<std::time::Instant>,
     close_deadline: Option<std::time::Instant>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
-    /// Everything done under the lock: timers, input, taking frames, events.
-    fn locked_round(&mut self, cx: &Context<'_>) -> Round {
-        let now = crate::now();
-        let mut sh = self.inner.lock();
-        sh.register_driver(cx.waker());
-        sh.handle_timers(now);
-        self.rx.feed(&mut sh, now);
-        if self.tx.len() < TX_LOW_WATER && !self.io_failed {
-            self.tx.refill(&mut sh, now, TX_HIGH_WATER);
-            // Writable events: framing freed send-buffer room.
-            sh.dispatch();
-        }
-        Round {
-            want_read: sh.core.wants_read() && !self.rx.eof && !self.io_failed,
-            closed: sh.close_reason(),
-            deadline: sh.core.poll_timeout(),
-            close_deadline: sh.core.close_deadline(),
-        }
-    }
+/// Locks the connection's side; a panic while it was held leaves a consistent queue.
+fn lock_io<T>(io: &Mutex<Io<T>>) -> MutexGuard<'_, Io<T>> {
+    io.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-    fn fail_io(&mut self, err: ConnectionError) {
-        self.io_failed = true;
-        self.tx.clear();
-        self.inner.lock().transport_closed(crate::now(), err);
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<T> {
+    /// Lets stream tasks write through while the driver is parked.
+    pub(crate) fn enable_write_through(&self) {
+        let weak = Arc::downgrade(&self.io);
+        self.inner.set_write_through(weak);
     }
+}
 
-    /// Writes queued frames. Returns true if any bytes were written.
+impl<T: AsyncWrite + Unpin> Io<T> {
+    /// Writes queued frames. Returns true if any bytes were written or writing failed.
     fn poll_write_frames(&mut self, cx: &mut Context<'_>) -> bool {
         if self.tx.is_empty() || self.io_failed {
             return false;
@@ -109,7 +115,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         };
         match res {
             Poll::Ready(Ok(0)) => {
-                self.fail_io(ConnectionError::transport(
+                self.fail(ConnectionError::transport(
                     &std::io::ErrorKind::WriteZero.into(),
                 ));
                 true
@@ -120,25 +126,112 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 true
             }
             Poll::Ready(Err(e)) => {
-                self.fail_io(ConnectionError::transport(&e));
+                self.fail(ConnectionError::transport(&e));
                 true
             }
             Poll::Pending => false,
         }
     }
 
+    /// Flushes once everything queued is written; false if that is still to do.
+    fn poll_flush_frames(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.tx.is_empty() && self.needs_flush && !self.io_failed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => self.fail(ConnectionError::transport(&e)),
+                Poll::Pending => return false,
+            }
+        }
+        true
+    }
+
+    /// Nothing more is written; the session learns why from the driver.
+    fn fail(&mut self, err: ConnectionError) {
+        self.io_failed = true;
+        self.tx.clear();
+        self.failure.get_or_insert(err);
+    }
+}
+
+/// A stream task's way to write the core's frames itself (see the module's comment).
+pub(crate) trait WriteThrough: Send + Sync {
+    /// Called with the session locked, after a stream queued data: writes the frames
+    /// now if the driver is parked and nothing is queued before them, else wakes the
+    /// driver as usual. Releases the lock.
+    fn write_through(&self, sh: Locked<'_>);
+}
+
+impl<T: AsyncWrite + Unpin + Send> WriteThrough for Mutex<Io<T>> {
+    fn write_through(&self, mut sh: Locked<'_>) {
+        // No parked driver (it runs or is woken already): it will take the frames.
+        let Some(waker) = sh.driver_waker() else {
+            return;
+        };
+        // The driver holds the connection, or frames wait before ours (the transport is
+        // full, or a flush is pending): the driver's turn.
+        let mut io = match self.try_lock() {
+            Ok(io) if io.tx.is_empty() && !io.needs_flush && !io.io_failed => io,
+            _ => return sh.wake_io(),
+        };
+        let now = crate::now();
+        let deadline = sh.core.poll_timeout();
+        io.tx.refill(&mut sh, now, TX_HIGH_WATER);
+        // Writable events: framing freed send-buffer room.
+        sh.dispatch();
+        // Framing may have armed a timer (or finished a close): the driver must see it.
+        if sh.core.poll_timeout() != deadline || sh.is_closed() {
+            sh.wake_io();
+        }
+        drop(sh);
+        // Written with the driver's waker, so that a transport that is full wakes the
+        // driver when it has room: from then on the driver writes the rest.
+        let mut cx = Context::from_waker(&waker);
+        while io.poll_write_frames(&mut cx) {}
+        io.poll_flush_frames(&mut cx);
+        if io.failure.is_some() {
+            waker.wake();
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+    /// Everything done under the lock: timers, input, taking frames, events.
+    fn locked_round(&mut self, io: &mut Io<T>, cx: &Context<'_>) -> Round {
+        let now = crate::now();
+        let mut sh = self.inner.lock();
+        sh.register_driver(cx.waker());
+        if let Some(err) = io.failure.take() {
+            // A write-through write failed.
+            sh.transport_closed(now, err);
+        }
+        sh.handle_timers(now);
+        self.rx.feed(&mut sh, now);
+        if io.tx.len() < TX_LOW_WATER && !io.io_failed {
+            io.tx.refill(&mut sh, now, TX_HIGH_WATER);
+            // Writable events: framing freed send-buffer room.
+            sh.dispatch();
+        }
+        Round {
+            now,
+            want_read: sh.core.wants_read() && !self.rx.eof && !io.io_failed,
+            closed: sh.close_reason(),
+            deadline: sh.core.poll_timeout(),
+            close_deadline: sh.core.close_deadline(),
+        }
+    }
+
     /// Reads from the transport into the receive buffer. Returns true on progress.
-    fn poll_read_input(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.rx.read_limit();
+    fn poll_read_input(&mut self, io: &mut Io<T>, cx: &mut Context<'_>, now: Instant) -> bool {
+        let limit = self.rx.read_limit(now);
         let mut dst = (&mut self.rx.buf).limit(limit);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut dst) {
+        match tokio_util::io::poll_read_buf(Pin::new(&mut io.io), cx, &mut dst) {
             Poll::Ready(Ok(0)) => {
                 self.rx.eof = true;
                 true
             }
             Poll::Ready(Ok(_)) => true,
             Poll::Ready(Err(e)) => {
-                self.fail_io(ConnectionError::transport(&e));
+                io.fail(ConnectionError::transport(&e));
                 true
             }
             Poll::Pending => false,
@@ -167,6 +260,63 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             ConnectionError::LocallyClosed => Ok(()),
             other => Err(other.clone()),
         }
+    }
+
+    /// One poll of the driver, with the connection locked.
+    fn poll_io(
+        &mut self,
+        io: &mut Io<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ConnectionError>> {
+        for _ in 0..ROUNDS_PER_POLL {
+            let round = self.locked_round(io, cx);
+            let mut progress = io.poll_write_frames(cx);
+            io.poll_flush_frames(cx);
+            if round.want_read {
+                progress |= self.poll_read_input(io, cx, round.now);
+            }
+            if let Some(err) = io.failure.take() {
+                self.inner.lock().transport_closed(crate::now(), err);
+                progress = true;
+            }
+            if let Some(reason) = round.closed {
+                // After a local close, flush what is queued (the FINs), then shut down.
+                // However the session ended, the close deadline bounds both: a peer
+                // that stops reading (or a TLS close_notify it never takes) cannot hold
+                // the connection, nor `Session::closed`, past it.
+                let flushing = matches!(reason, ConnectionError::LocallyClosed)
+                    && !io.io_failed
+                    && (!io.tx.is_empty() || io.needs_flush);
+                let deadline = round.close_deadline;
+                let expired = deadline.is_some_and(|d| crate::now() >= d);
+                let pending = if expired || io.io_failed {
+                    false
+                } else if flushing {
+                    !progress
+                } else {
+                    Pin::new(&mut io.io).poll_shutdown(cx).is_pending()
+                };
+                if !pending && flushing && !expired {
+                    continue;
+                }
+                if pending {
+                    if deadline.is_some_and(|d| self.poll_timer(cx, d)) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                return Poll::Ready(self.finish(&reason));
+            }
+            if round.deadline.is_some_and(|at| self.poll_timer(cx, at)) {
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Plenty of work left: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -207,59 +357,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
         if this.done {
             return Poll::Ready(Ok(()));
         }
-        for _ in 0..ROUNDS_PER_POLL {
-            let round = this.locked_round(cx);
-            let mut progress = this.poll_write_frames(cx);
-            if this.tx.is_empty() && this.needs_flush && !this.io_failed {
-                match Pin::new(&mut this.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => this.needs_flush = false,
-                    Poll::Ready(Err(e)) => {
-                        this.fail_io(ConnectionError::transport(&e));
-                        progress = true;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if round.want_read {
-                progress |= this.poll_read_input(cx);
-            }
-            if let Some(reason) = round.closed {
-                // After a local close, flush what is queued (the FINs), then shut down.
-                // However the session ended, the close deadline bounds both: a peer
-                // that stops reading (or a TLS close_notify it never takes) cannot hold
-                // the connection, nor `Session::closed`, past it.
-                let flushing = matches!(reason, ConnectionError::LocallyClosed)
-                    && !this.io_failed
-                    && (!this.tx.is_empty() || this.needs_flush);
-                let deadline = round.close_deadline;
-                let expired = deadline.is_some_and(|d| crate::now() >= d);
-                let pending = if expired || this.io_failed {
-                    false
-                } else if flushing {
-                    !progress
-                } else {
-                    Pin::new(&mut this.io).poll_shutdown(cx).is_pending()
-                };
-                if !pending && flushing && !expired {
-                    continue;
-                }
-                if pending {
-                    if deadline.is_some_and(|d| this.poll_timer(cx, d)) {
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-                return Poll::Ready(this.finish(&reason));
-            }
-            if round.deadline.is_some_and(|at| this.poll_timer(cx, at)) {
-                progress = true;
-            }
-            if !progress {
-                return Poll::Pending;
-            }
-        }
-        // Plenty of work left: let other tasks run, then continue.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        let cell = this.io.clone();
+        let mut io = lock_io(&cell);
+        this.poll_io(&mut io, cx)
     }
 }

@@ -265,6 +265,7 @@ impl RecvBuf {
         if let Some(size) = self.new_alloc.take() {
             sh.core.note_input_buffer(size);
         }
+        self.retired.trim_if_idle(now);
         if !self.buf.is_empty() {
             // Errors end the session; the Closed event says why.
             let _ = sh.core.handle_input(now, &mut self.buf);
@@ -280,7 +281,7 @@ impl RecvBuf {
     /// How many bytes the next read may append to `buf`, growing it first if needed:
     /// a partial frame always fits, and `FRAME_ROOM` stays free past the read so that a
     /// frame it starts fits too.
-    pub(crate) fn read_limit(&mut self) -> usize {
+    pub(crate) fn read_limit(&mut self, now: Instant) -> usize {
         let missing = self.missing;
         let mut spare = self.buf.capacity() - self.buf.len();
         if spare < missing || (missing == 0 && spare < FRAME_ROOM + MIN_READ) {
@@ -288,7 +289,7 @@ impl RecvBuf {
             // that is free again, or a fresh one; only a frame larger than FRAME_ROOM has
             // a received part to copy.
             self.retired
-                .renew(&mut self.buf, missing + READ_CHUNK + FRAME_ROOM);
+                .renew(&mut self.buf, missing + READ_CHUNK + FRAME_ROOM, now);
             spare = self.buf.capacity() - self.buf.len();
             self.new_alloc = Some(self.buf.capacity());
         }

@@ -2,12 +2,13 @@
 //! `Waker`s. Wakers are collected under the lock and woken when the lock is released
 //! ([`Locked`]), so that a woken task does not immediately contend for it.
 
+use crate::driver::WriteThrough;
 use crate::glue::{self, EndCall};
 use braid_proto::{ConnectionError, StreamId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
 
 /// The state shared by the driver and the handles.
@@ -15,6 +16,9 @@ pub(crate) type Shared = glue::Shared<Wakers>;
 
 pub(crate) struct Inner {
     shared: Mutex<Shared>,
+    /// The driver's connection, for stream tasks to write through (see
+    /// [`crate::driver`]); unset when the driver's transport cannot be shared.
+    write_through: OnceLock<Weak<dyn WriteThrough>>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) peer_addr: Option<SocketAddr>,
 }
@@ -96,8 +100,22 @@ impl Inner {
     ) -> Inner {
         Inner {
             shared: Mutex::new(glue::Shared::new(core, Wakers::default())),
+            write_through: OnceLock::new(),
             local_addr,
             peer_addr,
+        }
+    }
+
+    pub(crate) fn set_write_through(&self, writer: Weak<dyn WriteThrough>) {
+        let _ = self.write_through.set(writer);
+    }
+
+    /// After a stream queued data (with the lock held): its frames are written now by
+    /// the calling task if the driver is parked, else the driver is woken.
+    pub(crate) fn queued(&self, mut sh: Locked<'_>) {
+        match self.write_through.get().and_then(Weak::upgrade) {
+            Some(w) => w.write_through(sh),
+            None => sh.wake_io(),
         }
     }
 
@@ -146,6 +164,11 @@ impl Drop for Locked<'_> {
 impl glue::Shared<Wakers> {
     pub(crate) fn register_driver(&mut self, waker: &Waker) {
         set_waker(&mut self.wake.driver, waker);
+    }
+
+    /// The parked driver's waker; `None` while the driver runs or is woken.
+    pub(crate) fn driver_waker(&self) -> Option<Waker> {
+        self.wake.driver.clone()
     }
 
     pub(crate) fn register_read(&mut self, id: StreamId, waker: &Waker) {

@@ -216,7 +216,15 @@ impl Session {
                 // all SYNs would overtake all data, and a peer whose acceptor waits for
                 // each stream's first bytes could fill its accept backlog with streams
                 // whose data is still behind the other SYNs.
-                framed += send_data_frame(&mut em, st, id, &limits, &mut self.events).0;
+                framed += send_data_frame(
+                    &mut em,
+                    st,
+                    id,
+                    &limits,
+                    &mut self.events,
+                    &mut self.send_pool,
+                )
+                .0;
             }
             if st.opening.take_ack_due() {
                 let delta = take_window_delta(st);
@@ -251,7 +259,14 @@ impl Session {
             let Some(st) = self.streams.get_mut(&id) else {
                 continue;
             };
-            let (n, more) = send_data_frame(&mut em, st, id, &limits, &mut self.events);
+            let (n, more) = send_data_frame(
+                &mut em,
+                st,
+                id,
+                &limits,
+                &mut self.events,
+                &mut self.send_pool,
+            );
             framed += n;
             self.sched.sent(level, n, self.config.priority_share);
             if more {
@@ -335,6 +350,7 @@ fn send_data_frame(
     id: u32,
     limits: &DataLimits,
     events: &mut VecDeque<Event>,
+    pool: &mut crate::send_buf::BlockPool,
 ) -> (usize, bool) {
     let credit = match st.send_flow.credit() {
         Ok(c) => c,
@@ -353,7 +369,7 @@ fn send_data_frame(
     if n == 0 {
         return (0, false);
     }
-    let payload = st.send.take(n);
+    let payload = st.send.take(n, pool);
     let n = payload.len();
     em.data(id, payload);
     st.send_flow.on_sent(n);
