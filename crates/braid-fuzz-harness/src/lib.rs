@@ -1168,9 +1168,10 @@ impl Model {
                     let now = self.now;
                     for who in [Who::Client, Who::Server] {
                         let was_closed = self.s(who).is_closed();
+                        let was_reading = self.s(who).wants_read();
                         self.s(who).handle_timeout(now);
                         if !was_closed && self.s(who).is_closed() {
-                            self.timed_out(who);
+                            self.timed_out(who, was_reading);
                         }
                     }
                     self.drive();
@@ -1182,9 +1183,10 @@ impl Model {
         self.drive();
     }
 
-    /// A session ended in `handle_timeout`: only a yamux keepalive whose ping the peer
-    /// could not read (its reading paused by a spent budget) may end it.
-    fn timed_out(&mut self, who: Who) {
+    /// A session ended in `handle_timeout`: only a yamux keepalive whose ping or pong
+    /// could not be read may end it: the peer's reading or our own was paused by a spent
+    /// budget (Go's smux likewise ends a session whose reading its token bucket holds).
+    fn timed_out(&mut self, who: Who, was_reading: bool) {
         let reason = self.s(who).close_reason().cloned();
         let peer = &self.sessions[who.other().index()];
         assert!(
@@ -1192,7 +1194,8 @@ impl Model {
             "{who:?} ended with {reason:?}"
         );
         assert!(
-            self.config.protocol == Protocol::Yamux && (!peer.wants_read() || peer.is_closed()),
+            self.config.protocol == Protocol::Yamux
+                && (!was_reading || !peer.wants_read() || peer.is_closed()),
             "{who:?} timed out although its peer ({}) is alive and reading",
             if peer.is_closed() { "closed" } else { "open" }
         );
