@@ -124,7 +124,7 @@ fn seed() -> u64 {
     std::env::var("PROPTEST_RNG_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x6272_6169_64)
+        .unwrap_or(0x0062_7261_6964)
 }
 
 fn model_config() -> ProptestConfig {
