@@ -98,6 +98,15 @@ impl<W: Wake> Shared<W> {
         }
     }
 
+    /// A stream's gmux name as text (`Stream::name` of both layers); `None` if unnamed.
+    pub(crate) fn stream_name(&self, id: StreamId) -> Option<String> {
+        self.core
+            .stream_ref(id)
+            .name()
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    }
+
     /// Turns the core's events into wakeups: the one place events are handled.
     pub(crate) fn dispatch(&mut self) {
         while let Some(ev) = self.core.poll_event() {

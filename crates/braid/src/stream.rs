@@ -177,12 +177,7 @@ impl Stream {
 
     /// The gmux name the stream was opened with (`Session::open_named`), if any.
     pub fn name(&self) -> Option<String> {
-        let sh = self.stream.inner.lock();
-        sh.core
-            .stream_ref(self.stream.id)
-            .name()
-            .filter(|n| !n.is_empty())
-            .map(|n| String::from_utf8_lossy(n).into_owned())
+        self.stream.inner.lock().stream_name(self.stream.id)
     }
 
     /// Resolves when the stream has ended (both sides finished, a reset, an idle

@@ -114,6 +114,16 @@ impl Drop for Sampler {
 /// once it is orphaned (closed by its process, the kernel still flushing), `None` when
 /// no such socket exists.
 pub fn tcp_held(local: SocketAddr, remote: SocketAddr) -> Option<bool> {
+    tcp_row(local, remote, |f| Some(f[9] != "0"))
+}
+
+/// Reads `/proc/net/tcp` and gives the fields of the row of our socket `local` ->
+/// `remote` (IPv4 only) to `read`.
+fn tcp_row<T>(
+    local: SocketAddr,
+    remote: SocketAddr,
+    read: impl Fn(&[&str]) -> Option<T>,
+) -> Option<T> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     let hex = |a: SocketAddr| -> Option<String> {
         let SocketAddr::V4(v4) = a else { return None };
@@ -124,7 +134,7 @@ pub fn tcp_held(local: SocketAddr, remote: SocketAddr) -> Option<bool> {
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() > 9 && f[1] == l && f[2] == r {
-            return Some(f[9] != "0");
+            return read(&f);
         }
     }
     None
@@ -142,24 +152,13 @@ pub fn tcp_tx_queue(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
 }
 
 fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let hex = |a: SocketAddr| -> Option<String> {
-        let SocketAddr::V4(v4) = a else { return None };
-        let ip = u32::from_ne_bytes(v4.ip().octets());
-        Some(format!("{ip:08X}:{:04X}", v4.port()))
-    };
-    let (l, r) = (hex(local)?, hex(remote)?);
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 9 && f[1] == l && f[2] == r {
-            let (tx, rx) = f[4].split_once(':')?;
-            return Some((
-                u64::from_str_radix(tx, 16).ok()?,
-                u64::from_str_radix(rx, 16).ok()?,
-            ));
-        }
-    }
-    None
+    tcp_row(local, remote, |f| {
+        let (tx, rx) = f[4].split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
 }
 
 #[cfg(test)]
