@@ -143,7 +143,9 @@ pub struct Config {
     /// Bytes one stream may have waiting to be framed before its writes block.
     /// Default: 256 KiB.
     pub stream_send_buffer: usize,
-    /// Bytes all streams together may have waiting to be framed. Default: 4 MiB.
+    /// Bytes all streams together may have waiting to be framed. Default: 1 MiB (the
+    /// driver keeps up to 512 KiB of frames beyond it, and the socket its own buffer;
+    /// 4 MiB let 1000 writing streams each hold a piece, which cost memory and speed).
     pub max_send_buffer: usize,
     /// How long [`Session::close`](crate::Session::close) waits to flush buffered data
     /// and FINs before giving up; also bounds the driver's last flush and shutdown of the
@@ -184,7 +186,7 @@ impl Default for Config {
             stream_open_timeout: Duration::from_secs(75),
             stream_close_timeout: Duration::from_secs(300),
             stream_send_buffer: 256 * 1024,
-            max_send_buffer: 4 * 1024 * 1024,
+            max_send_buffer: 1024 * 1024,
             close_timeout: Duration::from_secs(10),
             detect_timeout: Duration::from_secs(10),
             accept_streams: true,

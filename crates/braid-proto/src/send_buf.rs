@@ -94,9 +94,14 @@ impl SendBuf {
             let room = self.tail.capacity() - self.tail.len();
             if room == 0 {
                 self.seal_tail(pool);
-                // As large as the data (up to a block), and at least twice the last.
+                // As large as the data (up to a block), and twice the last while that
+                // is no more than the stream has queued: a run of small writes gets
+                // fewer, larger blocks, but a write cut short by the session's budget
+                // does not get a whole block (1000 streams each holding a mostly empty
+                // 64 KiB block were most of the process's memory).
                 let max = MAX_BLOCK.max(self.frame_size);
-                self.block = data.len().max(2 * self.block).clamp(MIN_BLOCK, max);
+                let grown = (2 * self.block).min(self.len);
+                self.block = data.len().max(grown).clamp(MIN_BLOCK, max);
                 self.tail = pool.get(self.block);
                 continue;
             }
@@ -178,6 +183,24 @@ mod tests {
         // The first block fits the first write; then full blocks, then the rest.
         assert_eq!(sizes, [1000, 65536, 65536, 65536, 65536, 36856]);
         assert_eq!(b.capacity(), 0, "the drained block is given back");
+    }
+
+    #[test]
+    fn a_short_write_after_full_blocks_gets_a_small_block() {
+        let mut b = SendBuf::default();
+        let pool = &mut BlockPool::default();
+        b.extend_from_slice(&[1u8; 2 * MAX_BLOCK], pool);
+        assert_eq!(b.capacity(), MAX_BLOCK);
+        // Frame all but 100 bytes: the full tail block has no room left.
+        b.take(MAX_BLOCK, pool);
+        b.take(MAX_BLOCK - 100, pool);
+        // A write the session's budget cut to 1000 bytes: the stream has 1100 bytes
+        // queued, so its block is that small, not another 64 KiB.
+        b.extend_from_slice(&[2u8; 1000], pool);
+        assert!(b.capacity() < 2048, "block of {} bytes", b.capacity());
+        let mut out = b.take(MAX_BLOCK, pool).to_vec();
+        out.extend_from_slice(&b.take(MAX_BLOCK, pool));
+        assert_eq!(out, [[1u8; 100].as_slice(), &[2u8; 1000]].concat());
     }
 
     #[test]

@@ -1334,6 +1334,7 @@ async fn large_frames(dir: Dir) {
     config.max_frame_size = FRAME;
     // A frame carries at most what is buffered: let the whole request be.
     config.stream_send_buffer = WINDOW;
+    config.max_send_buffer = WINDOW;
     let (tap, received, sent) = FrameTap::new(tcp);
     let (session, driver) = Session::new(tap, config, dir.braid_side()).unwrap();
     tokio::spawn(driver);
