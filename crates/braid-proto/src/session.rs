@@ -27,6 +27,10 @@ use crate::sched::Scheduler;
 use crate::stream::{Opening, RecvState, SendState, StreamEnd, StreamId, StreamState};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+/// Streams by id, with a fast hasher seeded per table (ids are chosen by the peer, so
+/// the seed matters; SipHash was a visible share of a small message's cost).
+type StreamMap<V> = HashMap<u32, V, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
 /// Something the application or its driver should react to.
@@ -110,7 +114,7 @@ pub struct Session {
     state: State,
     /// The latest time given to an input; timers armed by commands start from it.
     now: Instant,
-    streams: HashMap<u32, StreamState>,
+    streams: StreamMap<StreamState>,
     /// The id the next `open` uses; None once the ids are exhausted.
     next_id: Option<u32>,
     accept_queue: VecDeque<u32>,
@@ -258,7 +262,7 @@ impl Session {
             side,
             state: State::Open,
             now,
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             next_id: Some(first_id),
             accept_queue: VecDeque::new(),
             accept_waiting: true,

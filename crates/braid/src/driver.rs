@@ -1,12 +1,18 @@
 //! The driver: the one task that owns the connection. It feeds received bytes to the core,
 //! writes the core's frames with vectored writes, fires its timers and wakes the handles.
 //!
-//! Write-through: while the driver is parked, a stream task that queued data takes the
-//! frames from the core and writes them to the connection itself ([`WriteThrough`]),
-//! which saves the wakeup of the driver and a task switch per message. The connection's
-//! write side and the queue of frames taken from the core live in one mutex ([`Io`]):
-//! frames are only taken from the core and written while holding it, so they leave in
-//! the core's order and one writer at a time.
+//! Write-through and read-through: while the driver is parked, a stream task that queued
+//! data takes the frames from the core and writes them to the connection itself, and a
+//! stream task that finds nothing to read reads the connection itself and feeds the core
+//! ([`Direct`]). That saves the driver's wakeup and a task switch per message each way.
+//! The connection, the queue of frames taken from the core and the receive buffer live
+//! in one mutex ([`Io`]): frames are only taken from the core and written, and input is
+//! only read and fed, while holding it, so frames leave in the core's order and input is
+//! fed in the order it came.
+//!
+//! Input readiness wakes both the driver and the last task that read through
+//! ([`InputWake`]): the task gets its data without waiting for the driver, and the driver
+//! still runs, so nothing depends on a stream task being polled again.
 
 use crate::glue::{RecvBuf, TxQueue, MAX_IOVECS};
 use crate::shared::{Inner, Locked};
@@ -16,7 +22,7 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
@@ -25,6 +31,9 @@ use tokio::time::Sleep;
 const TX_LOW_WATER: usize = 128 * 1024;
 /// How many bytes of frames the driver holds at most.
 const TX_HIGH_WATER: usize = 512 * 1024;
+/// Reads shorter than this let stream tasks read through: with bulk data the driver
+/// reads better alone (stream tasks reading through took turns with it on the socket).
+const SMALL_INPUT: usize = 16 * 1024;
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
 
@@ -38,18 +47,28 @@ const ROUNDS_PER_POLL: usize = 32;
 pub struct Driver<T> {
     inner: Arc<Inner>,
     io: Arc<Mutex<Io<T>>>,
-    rx: RecvBuf,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<std::time::Instant>,
+    /// The last poll ended with everything done and every wakeup registered.
+    parked: bool,
     done: bool,
     /// The session's tracing span, made at the first poll.
     span: Option<tracing::Span>,
 }
 
-/// The connection and the frames taken from the core that wait to be written.
+/// The connection, the frames taken from the core that wait to be written, and the
+/// input not yet fed to the core.
 pub(crate) struct Io<T> {
     io: T,
     tx: TxQueue,
+    rx: RecvBuf,
+    /// Who the connection wakes when it has input.
+    input_wake: Arc<InputWake>,
+    /// `input_wake` as a waker, made once so that the transport sees the same one.
+    input_waker: Waker,
+    /// The last read brought less than [`SMALL_INPUT`]: the connection carries messages
+    /// rather than a stream of data, and stream tasks read through.
+    small_input: bool,
     /// Writing or reading failed: nothing more is written.
     io_failed: bool,
     needs_flush: bool,
@@ -61,18 +80,47 @@ impl<T> Driver<T> {
     pub(crate) fn new(inner: Arc<Inner>, io: T) -> Driver<T> {
         Driver {
             inner,
-            io: Arc::new(Mutex::new(Io {
-                io,
-                tx: TxQueue::default(),
-                io_failed: false,
-                needs_flush: false,
-                failure: None,
-            })),
-            rx: RecvBuf::default(),
+            io: Arc::new(Mutex::new(Io::new(io))),
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_at: None,
+            parked: false,
             done: false,
             span: None,
+        }
+    }
+}
+
+/// The wakers of whoever waits for input: the driver (first) and the stream task that
+/// last read through (second). Both are woken, the reader first: on tokio's
+/// current-thread runtime spawned tasks run in the order they were woken.
+#[derive(Default)]
+pub(crate) struct InputWake(Mutex<[Option<Waker>; 2]>);
+
+impl InputWake {
+    fn set(&self, slot: usize, waker: &Waker) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &w[slot] {
+            Some(old) if old.will_wake(waker) => {}
+            _ => w[slot] = Some(waker.clone()),
+        }
+    }
+}
+
+impl Wake for InputWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let [driver, reader] = {
+            let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            [w[0].take(), w[1].take()]
+        };
+        if let Some(r) = reader {
+            r.wake();
+        }
+        if let Some(d) = driver {
+            d.wake();
         }
     }
 }
@@ -92,10 +140,64 @@ fn lock_io<T>(io: &Mutex<Io<T>>) -> MutexGuard<'_, Io<T>> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<T> {
-    /// Lets stream tasks write through while the driver is parked.
-    pub(crate) fn enable_write_through(&self) {
+    /// Lets stream tasks write and read through while the driver is parked.
+    pub(crate) fn enable_direct(&self) {
         let weak = Arc::downgrade(&self.io);
-        self.inner.set_write_through(weak);
+        self.inner.set_direct(weak);
+    }
+}
+
+impl<T> Io<T> {
+    fn new(io: T) -> Io<T> {
+        let input_wake = Arc::new(InputWake::default());
+        Io {
+            io,
+            tx: TxQueue::default(),
+            rx: RecvBuf::default(),
+            input_waker: Waker::from(input_wake.clone()),
+            input_wake,
+            small_input: true,
+            io_failed: false,
+            needs_flush: false,
+            failure: None,
+        }
+    }
+
+    /// Nothing more is written or read; the session learns why from the driver.
+    fn fail(&mut self, err: ConnectionError) {
+        self.io_failed = true;
+        self.tx.clear();
+        self.failure.get_or_insert(err);
+    }
+}
+
+impl<T: AsyncRead + Unpin> Io<T> {
+    /// Reads from the transport into the receive buffer, waking `input_wake` when there
+    /// is more. Returns true on progress.
+    fn poll_read_input(&mut self, now: impl FnOnce() -> Instant) -> bool {
+        let limit = self.rx.read_limit(now);
+        let mut cx = Context::from_waker(&self.input_waker);
+        let mut dst = (&mut self.rx.buf).limit(limit);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut dst) {
+            Poll::Ready(Ok(0)) => {
+                self.rx.eof = true;
+                true
+            }
+            Poll::Ready(Ok(n)) => {
+                self.small_input = n < SMALL_INPUT;
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                self.fail(ConnectionError::transport(&e));
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Whether the driver would read now (the core wants input and the transport works).
+    fn can_read(&self, sh: &Locked<'_>) -> bool {
+        sh.core.wants_read() && !self.rx.eof && !self.io_failed
     }
 }
 
@@ -144,24 +246,30 @@ impl<T: AsyncWrite + Unpin> Io<T> {
         }
         true
     }
+}
 
-    /// Nothing more is written; the session learns why from the driver.
-    fn fail(&mut self, err: ConnectionError) {
-        self.io_failed = true;
-        self.tx.clear();
-        self.failure.get_or_insert(err);
+/// Whether the core's next deadline moved from `old` to an earlier `new`.
+fn earlier(old: Option<Instant>, new: Option<Instant>) -> bool {
+    match (old, new) {
+        (Some(old), Some(new)) => new < old,
+        (old, new) => old.is_none() && new.is_some(),
     }
 }
 
-/// A stream task's way to write the core's frames itself (see the module's comment).
-pub(crate) trait WriteThrough: Send + Sync {
+/// A stream task's way to the connection (see the module's comment).
+pub(crate) trait Direct: Send + Sync {
     /// Called with the session locked, after a stream queued data: writes the frames
     /// now if the driver is parked and nothing is queued before them, else wakes the
     /// driver as usual. Releases the lock.
     fn write_through(&self, sh: Locked<'_>);
+
+    /// Called with the session locked by a stream task that found nothing to read: if
+    /// the driver is parked and input has been small, reads the connection and feeds the
+    /// core what came, with `reader` woken (besides the driver) when more comes.
+    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker);
 }
 
-impl<T: AsyncWrite + Unpin + Send> WriteThrough for Mutex<Io<T>> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Direct for Mutex<Io<T>> {
     fn write_through(&self, mut sh: Locked<'_>) {
         // No parked driver (it runs or is woken already): it will take the frames.
         let Some(waker) = sh.driver_waker() else {
@@ -178,8 +286,9 @@ impl<T: AsyncWrite + Unpin + Send> WriteThrough for Mutex<Io<T>> {
         io.tx.refill(&mut sh, now, TX_HIGH_WATER);
         // Writable events: framing freed send-buffer room.
         sh.dispatch();
-        // Framing may have armed a timer (or finished a close): the driver must see it.
-        if sh.core.poll_timeout() != deadline || sh.is_closed() {
+        // Framing may have armed an earlier timer (or finished a close): the driver must
+        // see it. A later one it finds when its armed timer fires.
+        if earlier(deadline, sh.core.poll_timeout()) || sh.is_closed() {
             sh.wake_io();
         }
         drop(sh);
@@ -190,6 +299,33 @@ impl<T: AsyncWrite + Unpin + Send> WriteThrough for Mutex<Io<T>> {
         io.poll_flush_frames(&mut cx);
         if io.failure.is_some() {
             waker.wake();
+        }
+    }
+
+    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) {
+        // The driver holds the connection (it runs, or a task writes through): its turn.
+        let mut io = match self.try_lock() {
+            Ok(io) if io.small_input && io.can_read(sh) => io,
+            _ => return,
+        };
+        io.input_wake.set(1, reader);
+        // The session stays locked: reads through happen while messages are small and
+        // far between, and releasing and taking the lock again cost more than the read.
+        if !io.poll_read_input(crate::now) {
+            return;
+        }
+        let now = crate::now();
+        let deadline = sh.core.poll_timeout();
+        io.rx.feed(sh, now);
+        // The input may want replies, moved a deadline earlier, or ended the session:
+        // the driver's work.
+        if earlier(deadline, sh.core.poll_timeout())
+            || sh.core.wants_transmit()
+            || io.failure.is_some()
+            || io.rx.eof
+            || sh.is_closed()
+        {
+            sh.wake_io();
         }
     }
 }
@@ -205,7 +341,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             sh.transport_closed(now, err);
         }
         sh.handle_timers(now);
-        self.rx.feed(&mut sh, now);
+        io.rx.feed(&mut sh, now);
         if io.tx.len() < TX_LOW_WATER && !io.io_failed {
             io.tx.refill(&mut sh, now, TX_HIGH_WATER);
             // Writable events: framing freed send-buffer room.
@@ -213,28 +349,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         Round {
             now,
-            want_read: sh.core.wants_read() && !self.rx.eof && !io.io_failed,
+            want_read: io.can_read(&sh),
             closed: sh.close_reason(),
             deadline: sh.core.poll_timeout(),
             close_deadline: sh.core.close_deadline(),
-        }
-    }
-
-    /// Reads from the transport into the receive buffer. Returns true on progress.
-    fn poll_read_input(&mut self, io: &mut Io<T>, cx: &mut Context<'_>, now: Instant) -> bool {
-        let limit = self.rx.read_limit(now);
-        let mut dst = (&mut self.rx.buf).limit(limit);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut io.io), cx, &mut dst) {
-            Poll::Ready(Ok(0)) => {
-                self.rx.eof = true;
-                true
-            }
-            Poll::Ready(Ok(_)) => true,
-            Poll::Ready(Err(e)) => {
-                io.fail(ConnectionError::transport(&e));
-                true
-            }
-            Poll::Pending => false,
         }
     }
 
@@ -262,6 +380,35 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
     }
 
+    /// A poll while parked, for input only (its readiness also wakes a stream task,
+    /// which may have taken it): reads without a locked round. True if there was nothing
+    /// to read and nothing else to do; false sends the poll down the full path.
+    fn poll_parked(&mut self, io: &mut Io<T>, cx: &mut Context<'_>) -> bool {
+        if !std::mem::take(&mut self.parked)
+            || !io.tx.is_empty()
+            || io.needs_flush
+            || io.failure.is_some()
+        {
+            return false;
+        }
+        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            return false;
+        }
+        {
+            let sh = self.inner.lock();
+            // The session takes the driver's waker when it has work for it.
+            if !sh.driver_registered(cx.waker()) || !io.can_read(&sh) {
+                return false;
+            }
+        }
+        io.input_wake.set(0, cx.waker());
+        if io.poll_read_input(crate::now) {
+            return false;
+        }
+        self.parked = true;
+        true
+    }
+
     /// One poll of the driver, with the connection locked.
     fn poll_io(
         &mut self,
@@ -273,7 +420,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             let mut progress = io.poll_write_frames(cx);
             io.poll_flush_frames(cx);
             if round.want_read {
-                progress |= self.poll_read_input(io, cx, round.now);
+                io.input_wake.set(0, cx.waker());
+                progress |= io.poll_read_input(|| round.now);
             }
             if let Some(err) = io.failure.take() {
                 self.inner.lock().transport_closed(crate::now(), err);
@@ -311,6 +459,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 progress = true;
             }
             if !progress {
+                self.parked = true;
                 return Poll::Pending;
             }
         }
@@ -359,6 +508,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
         }
         let cell = this.io.clone();
         let mut io = lock_io(&cell);
+        if this.poll_parked(&mut io, cx) {
+            return Poll::Pending;
+        }
         this.poll_io(&mut io, cx)
     }
 }

@@ -17,6 +17,10 @@
 use braid_proto::{ConnectionError, Event, StreamEnd, StreamEndCallback, StreamId};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+
+/// Streams by id, with a fast hasher seeded per table (ids are chosen by the peer, so
+/// the seed matters).
+pub(crate) type StreamMap<V> = HashMap<u32, V, foldhash::fast::RandomState>;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
@@ -70,9 +74,9 @@ pub(crate) fn run_end_calls(calls: Vec<EndCall>) {
 pub(crate) struct Shared<W: Wake> {
     pub(crate) core: braid_proto::Session,
     /// Waiters of streams that have a live handle, by id.
-    pub(crate) streams: HashMap<u32, W::Stream>,
+    pub(crate) streams: StreamMap<W::Stream>,
     /// Pings in flight.
-    pub(crate) pings: HashMap<u32, PingSlot<W::Ping>>,
+    pub(crate) pings: StreamMap<PingSlot<W::Ping>>,
     /// Live `Session` handles and `Stream` handles (a stream's clones and halves count
     /// once): when both reach zero nobody can use the session and it closes gracefully.
     pub(crate) session_handles: usize,
@@ -88,8 +92,8 @@ impl<W: Wake> Shared<W> {
     pub(crate) fn new(core: braid_proto::Session, wake: W) -> Shared<W> {
         Shared {
             core,
-            streams: HashMap::new(),
-            pings: HashMap::new(),
+            streams: StreamMap::default(),
+            pings: StreamMap::default(),
             session_handles: 1,
             stream_handles: 0,
             finished: false,
@@ -290,7 +294,9 @@ impl RecvBuf {
     /// How many bytes the next read may append to `buf`, growing it first if needed:
     /// a partial frame always fits, and `FRAME_ROOM` stays free past the read so that a
     /// frame it starts fits too.
-    pub(crate) fn read_limit(&mut self, now: Instant) -> usize {
+    /// `now` is only asked for when a buffer is renewed (reading the clock is not free
+    /// on a read that finds nothing).
+    pub(crate) fn read_limit(&mut self, now: impl FnOnce() -> Instant) -> usize {
         let missing = self.missing;
         let mut spare = self.buf.capacity() - self.buf.len();
         if spare < missing || (missing == 0 && spare < FRAME_ROOM + MIN_READ) {
@@ -298,7 +304,7 @@ impl RecvBuf {
             // that is free again, or a fresh one; only a frame larger than FRAME_ROOM has
             // a received part to copy.
             self.retired
-                .renew(&mut self.buf, missing + READ_CHUNK + FRAME_ROOM, now);
+                .renew(&mut self.buf, missing + READ_CHUNK + FRAME_ROOM, now());
             spare = self.buf.capacity() - self.buf.len();
             self.new_alloc = Some(self.buf.capacity());
         }

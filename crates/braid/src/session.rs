@@ -122,7 +122,7 @@ impl Session {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (session, driver) = Session::with_addrs(io, config, side, addrs)?;
-        driver.enable_write_through();
+        driver.enable_direct();
         tokio::spawn(async move {
             if let Err(e) = driver.await {
                 tracing::debug!(error = %e, "session driver ended");

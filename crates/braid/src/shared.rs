@@ -2,7 +2,7 @@
 //! `Waker`s. Wakers are collected under the lock and woken when the lock is released
 //! ([`Locked`]), so that a woken task does not immediately contend for it.
 
-use crate::driver::WriteThrough;
+use crate::driver::Direct;
 use crate::glue::{self, EndCall};
 use braid_proto::{ConnectionError, StreamId};
 use std::collections::HashMap;
@@ -16,9 +16,9 @@ pub(crate) type Shared = glue::Shared<Wakers>;
 
 pub(crate) struct Inner {
     shared: Mutex<Shared>,
-    /// The driver's connection, for stream tasks to write through (see
+    /// The driver's connection, for stream tasks to write and read through (see
     /// [`crate::driver`]); unset when the driver's transport cannot be shared.
-    write_through: OnceLock<Weak<dyn WriteThrough>>,
+    direct: OnceLock<Weak<dyn Direct>>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) peer_addr: Option<SocketAddr>,
 }
@@ -100,22 +100,30 @@ impl Inner {
     ) -> Inner {
         Inner {
             shared: Mutex::new(glue::Shared::new(core, Wakers::default())),
-            write_through: OnceLock::new(),
+            direct: OnceLock::new(),
             local_addr,
             peer_addr,
         }
     }
 
-    pub(crate) fn set_write_through(&self, writer: Weak<dyn WriteThrough>) {
-        let _ = self.write_through.set(writer);
+    pub(crate) fn set_direct(&self, direct: Weak<dyn Direct>) {
+        let _ = self.direct.set(direct);
     }
 
     /// After a stream queued data (with the lock held): its frames are written now by
     /// the calling task if the driver is parked, else the driver is woken.
     pub(crate) fn queued(&self, mut sh: Locked<'_>) {
-        match self.write_through.get().and_then(Weak::upgrade) {
+        match self.direct.get().and_then(Weak::upgrade) {
             Some(w) => w.write_through(sh),
             None => sh.wake_io(),
+        }
+    }
+
+    /// When a stream found nothing to read (with the lock held): the calling task reads
+    /// the connection itself if the driver is parked (see [`crate::driver`]).
+    pub(crate) fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) {
+        if let Some(d) = self.direct.get().and_then(Weak::upgrade) {
+            d.read_through(sh, reader);
         }
     }
 
@@ -166,9 +174,26 @@ impl glue::Shared<Wakers> {
         set_waker(&mut self.wake.driver, waker);
     }
 
+    /// Whether `waker` is the driver's and the session has not taken it (to wake the
+    /// driver for work) since the driver registered it.
+    pub(crate) fn driver_registered(&self, waker: &Waker) -> bool {
+        self.wake
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+    }
+
     /// The parked driver's waker; `None` while the driver runs or is woken.
     pub(crate) fn driver_waker(&self) -> Option<Waker> {
         self.wake.driver.clone()
+    }
+
+    /// Forgets a stream's read waker: its task reads through now, and input fed meanwhile
+    /// need not wake it (it looks again before it waits).
+    pub(crate) fn clear_read(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id.0) {
+            s.read = None;
+        }
     }
 
     pub(crate) fn register_read(&mut self, id: StreamId, waker: &Waker) {

@@ -33,6 +33,7 @@ impl StreamRef {
         let mut sh = self.inner.lock();
         let paused = !sh.core.wants_read();
         let mut filled = 0;
+        let mut read_through = true;
         let res = loop {
             // A read returns once it has a frame's worth, as a socket read returns
             // what one segment brought: an application's large read buffer is then
@@ -48,6 +49,11 @@ impl StreamRef {
                 }
                 Ok(None) => break Poll::Ready(Ok(())), // end of stream
                 Err(_) if filled > 0 => break Poll::Ready(Ok(())),
+                // Nothing buffered: read the connection if the driver is parked.
+                Err(ReadError::Blocked) if std::mem::take(&mut read_through) => {
+                    sh.clear_read(self.id);
+                    self.inner.read_through(&mut sh, cx.waker());
+                }
                 Err(ReadError::Blocked) => {
                     sh.register_read(self.id, cx.waker());
                     break Poll::Pending;
@@ -81,7 +87,14 @@ impl StreamRef {
     fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
         let mut sh = self.inner.lock();
         let paused = !sh.core.wants_read();
-        match sh.core.stream(self.id).read_chunk(max.max(1)) {
+        let mut result = sh.core.stream(self.id).read_chunk(max.max(1));
+        if let Err(ReadError::Blocked) = result {
+            // Nothing buffered: read the connection if the driver is parked.
+            sh.clear_read(self.id);
+            self.inner.read_through(&mut sh, cx.waker());
+            result = sh.core.stream(self.id).read_chunk(max.max(1));
+        }
+        match result {
             Ok(chunk) => {
                 // Reading returned budget or made an UPD due: the driver has work.
                 if chunk.is_some() && ((paused && sh.core.wants_read()) || sh.core.wants_transmit())

@@ -92,7 +92,7 @@ fn reader_loop<T: Transport>(inner: Arc<Inner>, mut io: T) {
                 st.wake.reader_parked = false;
             }
         }
-        let limit = rx.read_limit(crate::now()).min(scratch.len());
+        let limit = rx.read_limit(crate::now).min(scratch.len());
         match io.read(&mut scratch[..limit]) {
             Ok(n) => rx.append(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
