@@ -31,9 +31,11 @@ use tokio::time::Sleep;
 const TX_LOW_WATER: usize = 128 * 1024;
 /// How many bytes of frames the driver holds at most.
 const TX_HIGH_WATER: usize = 512 * 1024;
-/// Reads shorter than this let stream tasks read through: with bulk data the driver
-/// reads better alone (stream tasks reading through took turns with it on the socket).
-const SMALL_INPUT: usize = 16 * 1024;
+/// While reads bring less than this on average, stream tasks read through: with bulk
+/// data the driver reads better alone (stream tasks reading through took turns with it
+/// on the socket). An average, because transports such as TLS or Noise cut bulk input
+/// into records and return their ends as short reads.
+const SMALL_INPUT: usize = 4 * 1024;
 /// Rounds of work per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
 
@@ -66,9 +68,9 @@ pub(crate) struct Io<T> {
     input_wake: Arc<InputWake>,
     /// `input_wake` as a waker, made once so that the transport sees the same one.
     input_waker: Waker,
-    /// The last read brought less than [`SMALL_INPUT`]: the connection carries messages
-    /// rather than a stream of data, and stream tasks read through.
-    small_input: bool,
+    /// Bytes per read, a moving average: below [`SMALL_INPUT`] the connection carries
+    /// messages rather than a stream of data, and stream tasks read through.
+    input_avg: usize,
     /// Writing or reading failed: nothing more is written.
     io_failed: bool,
     needs_flush: bool,
@@ -156,7 +158,7 @@ impl<T> Io<T> {
             rx: RecvBuf::default(),
             input_waker: Waker::from(input_wake.clone()),
             input_wake,
-            small_input: true,
+            input_avg: 0,
             io_failed: false,
             needs_flush: false,
             failure: None,
@@ -184,7 +186,7 @@ impl<T: AsyncRead + Unpin> Io<T> {
                 true
             }
             Poll::Ready(Ok(n)) => {
-                self.small_input = n < SMALL_INPUT;
+                self.input_avg = (self.input_avg * 7 + n) / 8;
                 true
             }
             Poll::Ready(Err(e)) => {
@@ -265,8 +267,9 @@ pub(crate) trait Direct: Send + Sync {
 
     /// Called with the session locked by a stream task that found nothing to read: if
     /// the driver is parked and input has been small, reads the connection and feeds the
-    /// core what came, with `reader` woken (besides the driver) when more comes.
-    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker);
+    /// core what came, with `reader` woken (besides the driver) when more comes. True if
+    /// input was read and fed.
+    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) -> bool;
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Direct for Mutex<Io<T>> {
@@ -302,17 +305,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Direct for Mutex<Io<T>> {
         }
     }
 
-    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) {
+    fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) -> bool {
         // The driver holds the connection (it runs, or a task writes through): its turn.
         let mut io = match self.try_lock() {
-            Ok(io) if io.small_input && io.can_read(sh) => io,
-            _ => return,
+            Ok(io) if io.input_avg < SMALL_INPUT && io.can_read(sh) => io,
+            _ => return false,
         };
         io.input_wake.set(1, reader);
         // The session stays locked: reads through happen while messages are small and
         // far between, and releasing and taking the lock again cost more than the read.
         if !io.poll_read_input(crate::now) {
-            return;
+            return false;
         }
         let now = crate::now();
         let deadline = sh.core.poll_timeout();
@@ -327,6 +330,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Direct for Mutex<Io<T>> {
         {
             sh.wake_io();
         }
+        true
     }
 }
 

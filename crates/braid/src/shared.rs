@@ -27,6 +27,10 @@ pub(crate) struct Inner {
 #[derive(Default)]
 pub(crate) struct StreamWakers {
     read: Option<Waker>,
+    /// The stream's task read through and fed input that was not for it: it waits for
+    /// the driver until data for it comes (a stream with nothing coming, beside one
+    /// with bulk data, would otherwise be woken for every frame).
+    no_read_through: bool,
     write: Option<Waker>,
     ended: Option<Waker>,
 }
@@ -55,6 +59,7 @@ impl glue::Wake for Wakers {
     }
 
     fn readable(&mut self, s: &mut StreamWakers) {
+        s.no_read_through = false;
         self.due.extend(s.read.take());
     }
 
@@ -119,11 +124,28 @@ impl Inner {
         }
     }
 
-    /// When a stream found nothing to read (with the lock held): the calling task reads
-    /// the connection itself if the driver is parked (see [`crate::driver`]).
-    pub(crate) fn read_through(&self, sh: &mut Locked<'_>, reader: &Waker) {
-        if let Some(d) = self.direct.get().and_then(Weak::upgrade) {
-            d.read_through(sh, reader);
+    /// When stream `id` found nothing to read (with the lock held): the calling task
+    /// reads the connection itself if the driver is parked (see [`crate::driver`]),
+    /// unless its last read through brought nothing for it.
+    pub(crate) fn read_through(&self, sh: &mut Locked<'_>, id: StreamId, reader: &Waker) {
+        let Some(s) = sh.streams.get_mut(&id.0) else {
+            return;
+        };
+        if s.no_read_through {
+            return;
+        }
+        let Some(d) = self.direct.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        // Input fed meanwhile need not wake this task: it looks again before it waits.
+        s.read = None;
+        // Cleared again if the input brings this stream data (or nothing is read).
+        s.no_read_through = true;
+        let fed = d.read_through(sh, reader);
+        if !fed {
+            if let Some(s) = sh.streams.get_mut(&id.0) {
+                s.no_read_through = false;
+            }
         }
     }
 
@@ -186,14 +208,6 @@ impl glue::Shared<Wakers> {
     /// The parked driver's waker; `None` while the driver runs or is woken.
     pub(crate) fn driver_waker(&self) -> Option<Waker> {
         self.wake.driver.clone()
-    }
-
-    /// Forgets a stream's read waker: its task reads through now, and input fed meanwhile
-    /// need not wake it (it looks again before it waits).
-    pub(crate) fn clear_read(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.get_mut(&id.0) {
-            s.read = None;
-        }
     }
 
     pub(crate) fn register_read(&mut self, id: StreamId, waker: &Waker) {

@@ -51,8 +51,7 @@ impl StreamRef {
                 Err(_) if filled > 0 => break Poll::Ready(Ok(())),
                 // Nothing buffered: read the connection if the driver is parked.
                 Err(ReadError::Blocked) if std::mem::take(&mut read_through) => {
-                    sh.clear_read(self.id);
-                    self.inner.read_through(&mut sh, cx.waker());
+                    self.inner.read_through(&mut sh, self.id, cx.waker());
                 }
                 Err(ReadError::Blocked) => {
                     sh.register_read(self.id, cx.waker());
@@ -90,8 +89,7 @@ impl StreamRef {
         let mut result = sh.core.stream(self.id).read_chunk(max.max(1));
         if let Err(ReadError::Blocked) = result {
             // Nothing buffered: read the connection if the driver is parked.
-            sh.clear_read(self.id);
-            self.inner.read_through(&mut sh, cx.waker());
+            self.inner.read_through(&mut sh, self.id, cx.waker());
             result = sh.core.stream(self.id).read_chunk(max.max(1));
         }
         match result {
