@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 const REPLY: u8 = 0xA5;
 /// How long a tunnel process may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a process whose stdout closed may take to exit before it counts as running.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Who carries the connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,8 +258,13 @@ impl Proc {
             stderr,
             stderr_reader,
         };
-        let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
-            let status = proc.child.try_wait().ok().flatten();
+        let line = rx.recv_timeout(START_TIMEOUT).map_err(|e| {
+            let status = match e {
+                // Its stdout closed: it is exiting. Its status follows shortly (a
+                // try_wait right away could still find it running).
+                mpsc::RecvTimeoutError::Disconnected => proc.exit_status(EXIT_WAIT),
+                mpsc::RecvTimeoutError::Timeout => proc.child.try_wait().ok().flatten(),
+            };
             io::Error::other(format!(
                 "the {name} did not start listening ({}){}",
                 status.map_or("still running".into(), |s| s.to_string()),
@@ -272,6 +279,18 @@ impl Proc {
         })?;
         std::thread::spawn(move || rx.into_iter().for_each(drop));
         Ok((proc, addr))
+    }
+
+    /// Its exit status, waiting for it up to `within`.
+    fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+                _ => return None,
+            }
+        }
     }
 
     /// The line of its stderr that says what went wrong: a usage error, or the last one.
