@@ -86,6 +86,10 @@
 //! only in how they wait (wakers or condition variables) and do I/O. Data moves without per-stream channels: a write copies into the stream's send
 //! buffer, the driver hands frames to the socket in vectored writes, received payloads are
 //! split off the read buffer without copying and copied once into the reader's buffer.
+//! With tokio, a stream task writes its frames to the socket itself when the driver is
+//! idle (write-through), and while the connection carries small messages a stream task
+//! that waits for data reads the socket itself too (read-through); the driver is still
+//! woken for all input, so no stream task has to be polled for the session to progress.
 //! Timers use tokio's clock, so tests with a paused clock cover keepalives instantly.
 
 #![warn(missing_docs)]
