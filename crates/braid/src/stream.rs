@@ -29,7 +29,6 @@ impl Drop for StreamRef {
 
 impl StreamRef {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut sh = self.inner.lock();
         let paused = !sh.core.wants_read();
         let mut filled = 0;
@@ -68,7 +67,6 @@ impl StreamRef {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let _span = tracing::trace_span!("braid_stream", stream = self.id.0).entered();
         let mut sh = self.inner.lock();
         match sh.core.stream(self.id).write(data) {
             Ok(n) => {
