@@ -140,3 +140,63 @@ async fn a_reader_that_stops_reading_holds_nothing_up() {
         idle_task.await.unwrap();
     }
 }
+
+/// A yamux frame header (big-endian: version 0, type, flags, stream id, length).
+fn yamux_header(typ: u8, flags: u16, id: u32, len: u32) -> Vec<u8> {
+    let mut h = vec![0, typ];
+    h.extend_from_slice(&flags.to_be_bytes());
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}
+
+/// The session's timers still fire while stream tasks read all the input themselves: a
+/// peer that keeps sending small messages but never answers a ping is timed out.
+#[tokio::test(flavor = "current_thread")]
+async fn keepalive_times_out_while_a_stream_reads_through() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = Config::new(Protocol::Yamux);
+    config.keep_alive_interval = Duration::from_millis(100);
+    config.keep_alive_timeout = Duration::from_millis(200);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let session = Session::client(tcp, config).unwrap();
+    let (mut peer, _) = listener.accept().await.unwrap();
+
+    // The peer opens stream 2 and sends it 16 bytes every 5 ms; it reads nothing, so
+    // the session's pings go unanswered.
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut flags = 1; // SYN on the first frame
+        loop {
+            tick.tick().await;
+            let mut frame = yamux_header(0, flags, 2, 16);
+            frame.extend_from_slice(&[7u8; 16]);
+            flags = 0;
+            if peer.write_all(&frame).await.is_err() {
+                return peer;
+            }
+        }
+    });
+    let mut stream = session.accept_stream().await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let mut got = 0usize;
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n,
+            }
+        }
+    });
+    let reason = tokio::time::timeout(Duration::from_secs(20), session.closed())
+        .await
+        .expect("the unanswered pings must end the session");
+    assert!(
+        matches!(reason, braid::ConnectionError::KeepAliveTimeout(_)),
+        "{reason:?}"
+    );
+    // Data flowed to the reader until then.
+    assert!(reader.await.unwrap() > 0);
+    sender.abort();
+}
