@@ -9,6 +9,7 @@ use braid::{Config, ConnectionError, Protocol, Session, Side, Stream};
 use braid_proto::ProtocolViolation;
 use braid_proto::SmuxFrameError as SmuxError;
 use braid_proto::YamuxFrameError as YamuxError;
+use common::{yamux, ydata};
 use std::future::Future;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -45,20 +46,6 @@ const GO_AWAY: u8 = 3;
 const F_SYN: u16 = 1;
 const F_FIN: u16 = 4;
 const F_RST: u16 = 8;
-
-/// A yamux frame; for Data, `length` is the payload's.
-fn yamux(typ: u8, flags: u16, stream_id: u32, length: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0, typ];
-    f.extend_from_slice(&flags.to_be_bytes());
-    f.extend_from_slice(&stream_id.to_be_bytes());
-    f.extend_from_slice(&length.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn ydata(flags: u16, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    yamux(DATA, flags, stream_id, payload.len() as u32, payload)
-}
 
 /// A yamux frame read back from braid: (type, flags, stream id, length).
 type YFrame = (u8, u16, u32, u32);

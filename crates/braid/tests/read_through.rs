@@ -4,7 +4,10 @@
 //! when many tasks read through at once on two threads, and that a task which read
 //! through and then stops reading does not hold up the session.
 
+mod common;
+
 use braid::{Config, Protocol, Session};
+use common::ydata;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,65 +25,63 @@ async fn many_streams_echo_small_messages_intact() {
 }
 
 async fn echo_many(protocol: Protocol) {
-    {
-        // A small pipe, so that reads and writes are cut at every size.
-        let (a, b) = tokio::io::duplex(1500);
-        let client = Session::client(a, Config::new(protocol)).unwrap();
-        let server = Session::server(b, Config::new(protocol)).unwrap();
-        let echo = tokio::spawn(async move {
-            let mut tasks = Vec::new();
-            for _ in 0..STREAMS {
-                let mut s = server.accept_stream().await.unwrap();
-                tasks.push(tokio::spawn(async move {
-                    let mut buf = [0u8; 256];
-                    let mut echoed = 0;
-                    loop {
-                        let n = s.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            break;
-                        }
-                        s.write_all(&buf[..n]).await.unwrap();
-                        echoed += n;
+    // A small pipe, so that reads and writes are cut at every size.
+    let (a, b) = tokio::io::duplex(1500);
+    let client = Session::client(a, Config::new(protocol)).unwrap();
+    let server = Session::server(b, Config::new(protocol)).unwrap();
+    let echo = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..STREAMS {
+            let mut s = server.accept_stream().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let mut echoed = 0;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
                     }
-                    s.shutdown().await.unwrap();
-                    echoed
-                }));
-            }
-            let mut echoed = 0;
-            for t in tasks {
-                echoed += t.await.unwrap();
-            }
-            (server, echoed)
-        });
-        let mut clients = Vec::new();
-        for k in 0..STREAMS {
-            let mut s = client.open_stream().await.unwrap();
-            clients.push(tokio::spawn(async move {
-                for i in 0..MESSAGES {
-                    // Messages of 1..=200 bytes that say which stream and which message.
-                    let len = 1 + ((i * 7 + k * 13) % 200) as usize;
-                    let msg: Vec<u8> = (0..len).map(|j| (k * 31 + i + j as u32) as u8).collect();
-                    s.write_all(&msg).await.unwrap();
-                    let mut back = vec![0u8; len];
-                    s.read_exact(&mut back).await.unwrap();
-                    assert_eq!(back, msg, "stream {k} message {i}");
+                    s.write_all(&buf[..n]).await.unwrap();
+                    echoed += n;
                 }
                 s.shutdown().await.unwrap();
-                let mut rest = Vec::new();
-                s.read_to_end(&mut rest).await.unwrap();
-                assert!(rest.is_empty());
+                echoed
             }));
         }
-        for c in clients {
-            c.await.unwrap();
+        let mut echoed = 0;
+        for t in tasks {
+            echoed += t.await.unwrap();
         }
-        let (_server, echoed) = echo.await.unwrap();
-        let sent: usize = (0..STREAMS)
-            .flat_map(|k| (0..MESSAGES).map(move |i| 1 + ((i * 7 + k * 13) % 200) as usize))
-            .sum();
-        assert_eq!(echoed, sent, "{protocol:?}");
-        client.close().await;
+        (server, echoed)
+    });
+    let mut clients = Vec::new();
+    for k in 0..STREAMS {
+        let mut s = client.open_stream().await.unwrap();
+        clients.push(tokio::spawn(async move {
+            for i in 0..MESSAGES {
+                // Messages of 1..=200 bytes that say which stream and which message.
+                let len = 1 + ((i * 7 + k * 13) % 200) as usize;
+                let msg: Vec<u8> = (0..len).map(|j| (k * 31 + i + j as u32) as u8).collect();
+                s.write_all(&msg).await.unwrap();
+                let mut back = vec![0u8; len];
+                s.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, msg, "stream {k} message {i}");
+            }
+            s.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        }));
     }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (_server, echoed) = echo.await.unwrap();
+    let sent: usize = (0..STREAMS)
+        .flat_map(|k| (0..MESSAGES).map(move |i| 1 + ((i * 7 + k * 13) % 200) as usize))
+        .sum();
+    assert_eq!(echoed, sent, "{protocol:?}");
+    client.close().await;
 }
 
 /// A task whose read found nothing (and so read through, becoming the one the
@@ -141,15 +142,6 @@ async fn a_reader_that_stops_reading_holds_nothing_up() {
     }
 }
 
-/// A yamux frame header (big-endian: version 0, type, flags, stream id, length).
-fn yamux_header(typ: u8, flags: u16, id: u32, len: u32) -> Vec<u8> {
-    let mut h = vec![0, typ];
-    h.extend_from_slice(&flags.to_be_bytes());
-    h.extend_from_slice(&id.to_be_bytes());
-    h.extend_from_slice(&len.to_be_bytes());
-    h
-}
-
 /// The session's timers still fire while stream tasks read all the input themselves: a
 /// peer that keeps sending small messages but never answers a ping is timed out.
 #[tokio::test(flavor = "current_thread")]
@@ -170,8 +162,7 @@ async fn keepalive_times_out_while_a_stream_reads_through() {
         let mut flags = 1; // SYN on the first frame
         loop {
             tick.tick().await;
-            let mut frame = yamux_header(0, flags, 2, 16);
-            frame.extend_from_slice(&[7u8; 16]);
+            let frame = ydata(flags, 2, &[7u8; 16]);
             flags = 0;
             if peer.write_all(&frame).await.is_err() {
                 return peer;

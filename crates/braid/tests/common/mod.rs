@@ -32,3 +32,19 @@ pub async fn tcp_pair(config: Config) -> (Session, Session) {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// A yamux frame written by hand (big-endian header, version 0); for Data, `length` is
+/// the payload's.
+pub fn yamux(typ: u8, flags: u16, stream_id: u32, length: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0, typ];
+    f.extend_from_slice(&flags.to_be_bytes());
+    f.extend_from_slice(&stream_id.to_be_bytes());
+    f.extend_from_slice(&length.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A yamux Data frame (type 0) carrying `payload`.
+pub fn ydata(flags: u16, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    yamux(0, flags, stream_id, payload.len() as u32, payload)
+}
