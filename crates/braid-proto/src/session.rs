@@ -711,6 +711,30 @@ impl Session {
         Ok((n > 0).then_some(chunk).flatten())
     }
 
+    // See [`StreamMut::read_chunks`].
+    fn read_chunks(
+        &mut self,
+        id: StreamId,
+        bufs: &mut [Bytes],
+    ) -> Result<Option<usize>, ReadError> {
+        if bufs.is_empty() {
+            return Ok(Some(0));
+        }
+        let (n, count) = self.read_with(id, |st, pins| {
+            let (mut n, mut count) = (0, 0);
+            for slot in bufs.iter_mut() {
+                let Some(chunk) = st.recv.read_chunk(usize::MAX, pins) else {
+                    break;
+                };
+                n += chunk.len();
+                *slot = chunk;
+                count += 1;
+            }
+            (n, count)
+        })?;
+        Ok((n > 0).then_some(count))
+    }
+
     /// Shared read logic: `take` moves data out of the stream and returns its length.
     fn read_with<T>(
         &mut self,

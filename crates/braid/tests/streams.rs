@@ -356,3 +356,36 @@ async fn dropping_an_unfinished_driver_ends_the_session() {
     );
     assert!(client.open_stream().await.is_err());
 }
+
+/// `read_chunks` hands over every buffered frame in one call, in order, mixes with
+/// `AsyncRead`, and ends with `None`.
+#[tokio::test(flavor = "current_thread")]
+async fn read_chunks_takes_all_buffered_frames_at_once() {
+    for protocol in PROTOCOLS {
+        let (client, server) = duplex_pair(Config::new(protocol));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = client.open_stream().await.unwrap();
+        out.write_all(&data).await.unwrap();
+        out.shutdown().await.unwrap();
+        let mut inbound = server.accept_stream().await.unwrap();
+        // Until everything has arrived (the window holds 200 KB for every protocol).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while inbound.stats().buffered_recv < data.len() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("all data arrives");
+        let mut head = [0u8; 1000];
+        inbound.read_exact(&mut head).await.unwrap();
+        let mut got = head.to_vec();
+        let mut bufs = vec![bytes::Bytes::new(); 64];
+        let n = inbound.read_chunks(&mut bufs).await.unwrap().unwrap();
+        // Frames carry at most 64 KiB: the rest is several chunks, all in this call.
+        assert!(n > 1, "{protocol:?}: {n} chunk(s)");
+        bufs[..n].iter().for_each(|c| got.extend_from_slice(c));
+        assert_eq!(got, data, "{protocol:?}");
+        assert_eq!(inbound.read_chunks(&mut bufs).await.unwrap(), None);
+        assert_eq!(inbound.read_chunks(&mut []).await.unwrap(), Some(0));
+    }
+}

@@ -36,6 +36,7 @@ mod limits;
 mod metrics;
 mod noise;
 mod pipe;
+mod read_bufs;
 mod server;
 mod stats;
 mod tls;

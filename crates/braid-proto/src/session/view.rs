@@ -122,6 +122,37 @@ impl StreamMut<'_> {
         self.session.read_chunk(self.id, max)
     }
 
+    /// Takes buffered chunks as they arrived, without copying, into `bufs` (one chunk
+    /// per slot, as many as are buffered and fit): `Ok(Some(n))` filled the first `n`
+    /// slots (at least 1 unless `bufs` is empty), `Ok(None)` is end of stream. One call
+    /// can then hand many frames to a vectored write.
+    ///
+    /// ```
+    /// use braid_proto::{Config, Protocol, Session, Side};
+    /// use bytes::{Bytes, BytesMut};
+    /// let now = std::time::Instant::now();
+    /// let mut client = Session::new(Config::new(Protocol::SmuxV1), Side::Client, now);
+    /// let mut server = Session::new(Config::new(Protocol::SmuxV1), Side::Server, now);
+    /// let id = client.open().unwrap();
+    /// assert_eq!(client.stream(id).write(&[7u8; 70_000]), Ok(70_000));
+    /// client.stream(id).close_write();
+    /// let mut out = Vec::new();
+    /// while client.poll_transmit(now, &mut out, 1 << 20) > 0 {}
+    /// let mut wire = BytesMut::new();
+    /// out.iter().for_each(|c| wire.extend_from_slice(c));
+    /// server.handle_input(now, &mut wire).unwrap();
+    /// let sid = server.accept().unwrap();
+    /// let mut bufs = vec![Bytes::new(); 16];
+    /// // smux frames carry at most 32 KiB: all of it comes in one call, several chunks.
+    /// let n = server.stream(sid).read_chunks(&mut bufs).unwrap().unwrap();
+    /// assert!(n >= 3);
+    /// assert_eq!(bufs[..n].iter().map(|b| b.len()).sum::<usize>(), 70_000);
+    /// assert_eq!(server.stream(sid).read_chunks(&mut bufs), Ok(None));
+    /// ```
+    pub fn read_chunks(&mut self, bufs: &mut [Bytes]) -> Result<Option<usize>, ReadError> {
+        self.session.read_chunks(self.id, bufs)
+    }
+
     /// Half-close: no more writes; a FIN follows the data already written. Reading goes
     /// on until the peer's FIN. Idempotent; never sends a second FIN.
     pub fn close_write(&mut self) {

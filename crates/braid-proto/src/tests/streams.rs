@@ -2,6 +2,7 @@
 
 use super::pair::{Client, Pair, Server};
 use crate::{Config, ConnectionError, Event, OpenError, Protocol, ReadError, StreamId, WriteError};
+use bytes::Bytes;
 use rand::{Rng, RngCore};
 
 fn all_protocols() -> [Config; 3] {
@@ -400,6 +401,46 @@ fn read_chunk_hands_out_received_bytes() {
         &b"ef"[..]
     );
     assert_eq!(p.server.stream(sid).read_chunk(100), Ok(None));
+}
+
+#[test]
+fn read_chunks_takes_what_is_buffered_up_to_the_slots() {
+    let mut p = Pair::new(Config::default());
+    let id = p.client.open().unwrap();
+    // Payloads this large are kept as they arrived (smaller ones are copied together).
+    let parts: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| vec![i; crate::frame::COPY_BELOW])
+        .collect();
+    for part in &parts {
+        p.write_all(Client, id, part);
+        p.drive();
+    }
+    p.client.stream(id).close_write();
+    p.drive();
+    let sid = p.accept(Server);
+    let mut two = vec![Bytes::new(); 2];
+    assert_eq!(p.server.stream(sid).read_chunks(&mut []), Ok(Some(0)));
+    assert_eq!(p.server.stream(sid).read_chunks(&mut two), Ok(Some(2)));
+    let mut got = two.concat();
+    assert_eq!(p.server.stream(sid).read_chunks(&mut two), Ok(Some(1)));
+    got.extend_from_slice(&two[0]);
+    assert_eq!(got, parts.concat());
+    assert_eq!(p.server.stream(sid).read_chunks(&mut two), Ok(None));
+}
+
+#[test]
+fn read_chunks_blocks_when_nothing_is_buffered() {
+    let mut p = Pair::new(Config::default());
+    let id = p.client.open().unwrap();
+    p.write_all(Client, id, b"x");
+    p.drive();
+    let sid = p.accept(Server);
+    let mut bufs = vec![Bytes::new(); 4];
+    assert_eq!(p.server.stream(sid).read_chunks(&mut bufs), Ok(Some(1)));
+    assert_eq!(
+        p.server.stream(sid).read_chunks(&mut bufs),
+        Err(ReadError::Blocked)
+    );
 }
 
 #[test]

@@ -215,6 +215,37 @@ impl Stream {
             .read_with(|st, id| st.core.stream(id).read_chunk(max.max(1)))
     }
 
+    /// Takes the received chunks that are buffered, as they arrived and without a copy,
+    /// into `bufs` (one per slot): `Ok(Some(n))` filled the first `n` slots (at least 1
+    /// unless `bufs` is empty), `Ok(None)` is end of stream. Blocks only when nothing is
+    /// buffered, and times out like `read`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// let (a, b) = UnixStream::pair().unwrap();
+    /// let client = braid::blocking::Session::client(a, braid::Config::default()).unwrap();
+    /// let server = braid::blocking::Session::server(b, braid::Config::default()).unwrap();
+    /// let mut out = client.open_stream().unwrap();
+    /// out.write_all(&[1u8; 100_000]).unwrap();
+    /// out.shutdown_write();
+    /// let inbound = server.accept_stream().unwrap();
+    /// let mut bufs = vec![Bytes::new(); 16];
+    /// let mut got = 0;
+    /// while let Some(n) = inbound.read_chunks(&mut bufs).unwrap() {
+    ///     got += bufs[..n].iter().map(|b| b.len()).sum::<usize>();
+    /// }
+    /// assert_eq!(got, 100_000);
+    /// ```
+    pub fn read_chunks(&self, bufs: &mut [Bytes]) -> io::Result<Option<usize>> {
+        if bufs.is_empty() {
+            return Ok(Some(0));
+        }
+        self.stream
+            .read_with(|st, id| st.core.stream(id).read_chunks(bufs))
+    }
+
     /// Writes all of `data`, framed as it is without a copy (chunks under 4 KiB are
     /// copied together, so tiny chunks do not make tiny frames). Blocks and times out
     /// like `write`; after a timeout, a prefix of `data` may have been queued.
