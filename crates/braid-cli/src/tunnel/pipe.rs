@@ -219,3 +219,67 @@ fn abort_tcp_write(w: tcp::OwnedWriteHalf) {
     // Forgotten, the write half closes (with RST) along with the read half.
     w.forget();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid::{Config, Protocol};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Waits (bounded) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    /// A connection gives its read buffer back whenever its socket runs dry, so idle
+    /// connections hold none, and takes one again when input comes.
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut app = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let client = Session::client(a, Config::new(Protocol::SmuxV1)).unwrap();
+        let server = Session::server(b, Config::new(Protocol::SmuxV1)).unwrap();
+        let (_, stream_w) = client.open_stream().await.unwrap().into_split();
+        let mut far = server.accept_stream().await.unwrap();
+
+        static BUFS: ReadBufs = ReadBufs::new();
+        let counter = Arc::new(AtomicU64::new(0));
+        let (tcp_r, _tcp_w) = tcp.into_split();
+        let task = tokio::spawn({
+            let counter = counter.clone();
+            async move {
+                let abort = CancellationToken::new();
+                tcp_to_stream(tcp_r, stream_w, &BUFS, &counter, &abort).await
+            }
+        });
+        // Small first: a buffer with room left goes back only because the socket ran dry.
+        for (round, len) in [1000, 300_000, 1000].into_iter().enumerate() {
+            let data = vec![round as u8; len];
+            app.write_all(&data).await.unwrap();
+            let mut got = vec![0u8; data.len()];
+            far.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, data);
+            until("the buffer is back in the pool", || BUFS.len() >= 1).await;
+        }
+        assert_eq!(counter.load(Relaxed), 302_000);
+        // Only what the pipe took: one buffer now idle, plus the one a read filled up.
+        assert!(BUFS.len() <= 2, "{} buffers", BUFS.len());
+        drop(app);
+        task.await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        far.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+}
