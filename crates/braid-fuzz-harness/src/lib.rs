@@ -437,6 +437,17 @@ impl Who {
     }
 }
 
+/// The read call an [`Op::Read`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadHow {
+    /// `read` into a buffer.
+    Copy,
+    /// `read_chunk`.
+    Chunk,
+    /// `read_chunks`.
+    Chunks,
+}
+
 /// One step of an operation sequence. `stream` picks one of the streams the side holds
 /// (modulo their number); lengths are bounded by [`Op::bounded`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,7 +473,7 @@ pub enum Op {
         /// How many bytes to offer.
         len: u32,
     },
-    /// Reads up to `max` bytes (with `read_chunk` when `chunk`).
+    /// Reads up to `max` bytes (`read_chunks`: up to 1 + `max` % 4 chunks, any size).
     Read {
         /// Who reads.
         who: Who,
@@ -470,8 +481,8 @@ pub enum Op {
         stream: u8,
         /// Buffer size.
         max: u32,
-        /// `read_chunk` instead of `read`.
-        chunk: bool,
+        /// Which read call.
+        how: ReadHow,
     },
     /// Half-close.
     CloseWrite {
@@ -537,12 +548,12 @@ impl Op {
                 who,
                 stream,
                 max,
-                chunk,
+                how,
             } => Op::Read {
                 who,
                 stream,
                 max: 1 + max % MAX_IO,
-                chunk,
+                how,
             },
             Op::Advance { millis } => Op::Advance {
                 millis: millis % (MAX_JUMP_MS + 1),
@@ -647,7 +658,7 @@ pub fn parse_ops(data: &[u8]) -> (Setup, Vec<Op>) {
                 who,
                 stream: r.u8(),
                 max: u32::from(r.u16()),
-                chunk: code & 1 != 0,
+                how: [ReadHow::Copy, ReadHow::Chunk, ReadHow::Chunks][usize::from(code % 3)],
             },
             70..=76 => Op::CloseWrite {
                 who,
@@ -844,10 +855,10 @@ impl Model {
                 who,
                 stream,
                 max,
-                chunk,
+                how,
             } => {
                 if let Some(id) = self.pick(who, stream) {
-                    self.read(who, id, max as usize, chunk);
+                    self.read(who, id, max as usize, how);
                 }
             }
             Op::CloseWrite { who, stream } => {
@@ -986,25 +997,39 @@ impl Model {
     }
 
     /// Reads once; returns the bytes read (None at end of stream or on an error).
-    fn read(&mut self, who: Who, id: u32, max: usize, chunk: bool) -> Option<usize> {
+    fn read(&mut self, who: Who, id: u32, max: usize, how: ReadHow) -> Option<usize> {
         let closed = self.s(who).is_closed();
         let mut buf = std::mem::take(&mut self.buf);
-        let result = if chunk {
-            self.sessions[who.index()]
-                .stream(StreamId(id))
-                .read_chunk(max)
-                .map(|c| match c {
-                    Some(c) => {
-                        assert!(!c.is_empty() && c.len() <= max.max(1));
-                        buf[..c.len()].copy_from_slice(&c);
-                        c.len()
+        let mut stream = self.sessions[who.index()].stream(StreamId(id));
+        let result = match how {
+            ReadHow::Copy => stream.read(&mut buf[..max]),
+            ReadHow::Chunk => stream.read_chunk(max).map(|c| match c {
+                Some(c) => {
+                    assert!(!c.is_empty() && c.len() <= max.max(1));
+                    buf[..c.len()].copy_from_slice(&c);
+                    c.len()
+                }
+                None => 0,
+            }),
+            ReadHow::Chunks => {
+                let mut slots = vec![Bytes::new(); 1 + max % 4];
+                stream.read_chunks(&mut slots).map(|n| match n {
+                    Some(n) => {
+                        assert!(n >= 1 && n <= slots.len());
+                        let got: Vec<u8> = slots[..n]
+                            .iter()
+                            .inspect(|c| assert!(!c.is_empty()))
+                            .flat_map(|c| c.iter().copied())
+                            .collect();
+                        if buf.len() < got.len() {
+                            buf.resize(got.len(), 0);
+                        }
+                        buf[..got.len()].copy_from_slice(&got);
+                        got.len()
                     }
                     None => 0,
                 })
-        } else {
-            self.sessions[who.index()]
-                .stream(StreamId(id))
-                .read(&mut buf[..max])
+            }
         };
         let writer = who.other();
         let idle = self.config.idle_timeout.is_some();
@@ -1066,7 +1091,7 @@ impl Model {
     fn read_everything(&mut self, who: Who) -> bool {
         let mut any = false;
         for id in self.held[who.index()].clone() {
-            while let Some(n) = self.read(who, id, MAX_IO as usize, false) {
+            while let Some(n) = self.read(who, id, MAX_IO as usize, ReadHow::Copy) {
                 if n == 0 {
                     break;
                 }

@@ -14,7 +14,7 @@
 
 use braid_fuzz_harness as harness;
 use braid_proto::Protocol;
-use harness::{Op, Setup, Who};
+use harness::{Op, ReadHow, Setup, Who};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -98,8 +98,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (who(), prop_oneof![Just(0u16), 0u16..300]).prop_map(|(who, name_len)| Op::Open { who, name_len }),
         2 => who().prop_map(|who| Op::Accept { who }),
         6 => (who(), any::<u8>(), size()).prop_map(|(who, stream, len)| Op::Write { who, stream, len }),
-        5 => (who(), any::<u8>(), size(), any::<bool>())
-            .prop_map(|(who, stream, max, chunk)| Op::Read { who, stream, max, chunk }),
+        5 => (who(), any::<u8>(), size(), prop_oneof![Just(ReadHow::Copy), Just(ReadHow::Chunk), Just(ReadHow::Chunks)])
+            .prop_map(|(who, stream, max, how)| Op::Read { who, stream, max, how }),
         1 => (who(), any::<u8>()).prop_map(|(who, stream)| Op::CloseWrite { who, stream }),
         1 => (who(), any::<u8>()).prop_map(|(who, stream)| Op::CloseStream { who, stream }),
         1 => (who(), any::<u8>()).prop_map(|(who, stream)| Op::Reset { who, stream }),
@@ -201,7 +201,7 @@ fn model_checks_a_plain_exchange() {
                     who: who.other(),
                     stream: i,
                     max: 10_000,
-                    chunk: i % 2 == 0,
+                    how: [ReadHow::Copy, ReadHow::Chunk, ReadHow::Chunks][usize::from(i % 3)],
                 });
             }
             ops.push(Op::Advance { millis: 7_000 });
