@@ -83,9 +83,13 @@
 //! session that owns the connection, and cheap handles that share the core behind a
 //! mutex. The tokio driver and the [`blocking`] threads share one runtime-neutral glue
 //! (event dispatch, handle counting, the receive buffer, the transmit queue) and differ
-//! only in how they wait (wakers or condition variables) and do I/O. Data moves without per-stream channels: a write copies into the stream's send
-//! buffer, the driver hands frames to the socket in vectored writes, received payloads are
-//! split off the read buffer without copying and copied once into the reader's buffer.
+//! only in how they wait (wakers or condition variables) and do I/O. Data moves without
+//! per-stream channels: a write copies into the stream's send buffer, the driver hands
+//! frames to the socket in vectored writes, received payloads are split off the read
+//! buffer without copying and copied once into the reader's buffer.
+//! [`Stream::write_chunk`], [`Stream::read_chunk`] and [`Stream::read_chunks`] skip
+//! those copies: `Bytes` in, frames' payloads out as they arrived (braid's tunnel
+//! forwards with them, `read_chunks` feeding one vectored socket write).
 //! With tokio, a stream task writes its frames to the socket itself when the driver is
 //! idle (write-through), and while the connection carries small messages a stream task
 //! that waits for data reads the socket itself too (read-through); the driver is still
