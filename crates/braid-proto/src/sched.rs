@@ -18,7 +18,7 @@
 //! Membership flags live in each stream, so a stream is queued at most once per queue and
 //! the queues are bounded by the number of streams.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// A stream's queue membership and priority.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,8 +31,12 @@ pub(crate) struct Queued {
 #[derive(Debug, Default)]
 pub(crate) struct Scheduler {
     control: VecDeque<u32>,
-    /// Data queues by priority; empty queues are removed.
-    data: BTreeMap<u8, VecDeque<u32>>,
+    /// Data queues by priority, ascending. A queue that empties stays (with its
+    /// allocation): one stream sending message after message would otherwise create and
+    /// drop its priority's queue for every frame.
+    data: Vec<(u8, VecDeque<u32>)>,
+    /// Streams in the data queues.
+    data_len: usize,
     /// Bytes owed to priorities below the top one.
     lower_credit: i64,
     /// The lower priority served last, so that they take turns.
@@ -50,8 +54,18 @@ impl Scheduler {
     pub(crate) fn push_data(&mut self, queued: &mut Queued, id: u32) {
         if !queued.data {
             queued.data = true;
-            self.data.entry(queued.priority).or_default().push_back(id);
+            self.requeue_data(id, queued.priority);
         }
+    }
+
+    /// The highest priority with a stream waiting, below `below` (all: `None`).
+    fn top_below(&self, below: Option<u8>) -> Option<u8> {
+        self.data
+            .iter()
+            .rev()
+            .filter(|(p, q)| below.is_none_or(|b| *p < b) && !q.is_empty())
+            .map(|(p, _)| *p)
+            .next()
     }
 
     /// The next stream with a control frame due. The caller clears `queued.control`.
@@ -63,40 +77,33 @@ impl Scheduler {
     /// caller clears `queued.data`, or calls [`Scheduler::requeue_data`] after its turn;
     /// either way it reports what was sent with [`Scheduler::sent`].
     pub(crate) fn pop_data(&mut self, frame: usize) -> Option<(u32, u8)> {
-        let top = *self.data.keys().next_back()?;
+        let top = self.top_below(None)?;
         let mut level = top;
         if self.lower_credit >= frame as i64 {
             // A lower priority's turn, in rotation from the one below the last served.
             let below = self.lower_cursor.filter(|c| *c < top).unwrap_or(top);
             let next = self
-                .data
-                .range(..below)
-                .next_back()
-                .or_else(|| self.data.range(..top).next_back())
-                .map(|(p, _)| *p);
+                .top_below(Some(below))
+                .or_else(|| self.top_below(Some(top)));
             if let Some(p) = next {
                 level = p;
                 self.lower_cursor = Some(p);
             }
         }
-        let queue = self.data.get_mut(&level).expect("level has a queue");
-        let id = queue.pop_front().expect("queues are never left empty");
-        if queue.is_empty() {
-            self.data.remove(&level);
-        }
+        let (_, queue) = self
+            .data
+            .iter_mut()
+            .find(|(p, _)| *p == level)
+            .expect("level has a queue");
+        let id = queue.pop_front().expect("the level has a stream waiting");
+        self.data_len -= 1;
         Some((id, level))
     }
 
     /// Accounts `bytes` sent from priority `level` for the lower priorities' share.
     pub(crate) fn sent(&mut self, level: u8, bytes: usize, share: u8) {
-        let top = self
-            .data
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(level)
-            .max(level);
-        let lower_waiting = self.data.range(..top).next().is_some();
+        let top = self.top_below(None).unwrap_or(level).max(level);
+        let lower_waiting = self.top_below(Some(top)).is_some();
         if level == top && lower_waiting {
             let share = share.min(99) as i64;
             self.lower_credit += bytes as i64 * share / (100 - share);
@@ -111,11 +118,19 @@ impl Scheduler {
 
     /// Puts a stream that still has data and credit at the tail of its priority.
     pub(crate) fn requeue_data(&mut self, id: u32, priority: u8) {
-        self.data.entry(priority).or_default().push_back(id);
+        let i = match self.data.binary_search_by_key(&priority, |(p, _)| *p) {
+            Ok(i) => i,
+            Err(i) => {
+                self.data.insert(i, (priority, VecDeque::new()));
+                i
+            }
+        };
+        self.data[i].1.push_back(id);
+        self.data_len += 1;
     }
 
     /// True when no stream waits for a turn.
     pub(crate) fn is_idle(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty()
+        self.control.is_empty() && self.data_len == 0
     }
 }

@@ -8,6 +8,7 @@
 //!   ones) cannot make the unread ones pin read buffers beyond the budget.
 //! - Named SYN floods: names of queued streams are charged to the budget.
 //! - 1,000,000 streams churned through one session pair: live heap flat.
+//! - Message after message on one stream: a bounded number of allocations per message.
 
 #![allow(unsafe_code)] // the counting allocator
 
@@ -22,11 +23,26 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// This thread's allocations (calls to `alloc` and `realloc`): the test harness's
+    /// own threads allocate too.
+    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(|a| a.get())
+}
+
+fn count_alloc() {
+    // try_with: not during thread teardown.
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
+        count_alloc();
         if !p.is_null() {
             let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
             PEAK.fetch_max(live, Relaxed);
@@ -41,6 +57,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
+        count_alloc();
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Relaxed);
             let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
@@ -413,5 +430,59 @@ fn a_million_streams_churned_leave_the_heap_flat() {
                 "{protocol:?}: a block took {t:?}, the first {first_time:?}"
             );
         }
+    }
+}
+
+/// Small messages back and forth on one stream, as a request/response protocol sends
+/// them: after warm-up, the cores make at most three allocations per message (the
+/// sender's block for the written bytes, the frame's header, the receiver's block the
+/// payload is copied into), whatever the number of messages. The write scheduler used to
+/// add a fourth: it created and dropped its priority's queue for every frame.
+#[test]
+fn messages_on_one_stream_allocate_a_bounded_amount_each() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for protocol in [Protocol::SmuxV1, Protocol::SmuxV2, Protocol::Yamux] {
+        let now = Instant::now();
+        let mut client = Session::new(Config::new(protocol), Side::Client, now);
+        let mut server = Session::new(Config::new(protocol), Side::Server, now);
+        let mut chunks = Vec::with_capacity(64);
+        let mut wire = BytesMut::with_capacity(1 << 16);
+        let mut buf = [0u8; 64];
+        let c = client.open().unwrap();
+        let mut s = None;
+        let mut exchange =
+            |client: &mut Session, server: &mut Session, s: &mut Option<StreamId>| {
+                let mut one_way = |from: &mut Session, to: &mut Session| {
+                    while from.poll_transmit(now, &mut chunks, 1 << 16) > 0 {}
+                    wire.clear();
+                    for c in chunks.drain(..) {
+                        wire.extend_from_slice(&c);
+                    }
+                    to.handle_input(now, &mut wire).expect("valid frames");
+                };
+                assert_eq!(client.stream(c).write(&[1; 64]).unwrap(), 64);
+                one_way(client, server);
+                let sid = *s.get_or_insert_with(|| server.accept().expect("stream arrived"));
+                assert_eq!(server.stream(sid).read(&mut buf).unwrap(), 64);
+                assert_eq!(server.stream(sid).write(&[2; 64]).unwrap(), 64);
+                one_way(server, client);
+                assert_eq!(client.stream(c).read(&mut buf).unwrap(), 64);
+                while client.poll_event().is_some() {}
+                while server.poll_event().is_some() {}
+            };
+        for _ in 0..1000 {
+            exchange(&mut client, &mut server, &mut s);
+        }
+        let before = allocs();
+        let rounds = 10_000;
+        for _ in 0..rounds {
+            exchange(&mut client, &mut server, &mut s);
+        }
+        let per_message = (allocs() - before) as f64 / (2 * rounds) as f64;
+        println!("{protocol:?}: {per_message:.2} allocations per message");
+        assert!(
+            per_message <= 3.0,
+            "{protocol:?}: {per_message:.2} allocations per message"
+        );
     }
 }
