@@ -20,6 +20,9 @@
 
 use std::collections::VecDeque;
 
+/// Room an emptied priority queue keeps for the next streams.
+const KEEP_CAPACITY: usize = 64;
+
 /// A stream's queue membership and priority.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Queued {
@@ -96,6 +99,10 @@ impl Scheduler {
             .find(|(p, _)| *p == level)
             .expect("level has a queue");
         let id = queue.pop_front().expect("the level has a stream waiting");
+        if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+            // A burst of many streams left it large: no need to keep that.
+            queue.shrink_to(KEEP_CAPACITY);
+        }
         self.data_len -= 1;
         Some((id, level))
     }
