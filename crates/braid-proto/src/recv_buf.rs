@@ -16,6 +16,8 @@ use std::collections::{HashMap, VecDeque};
 const MIN_BLOCK: usize = 64;
 /// The largest coalescing block.
 const MAX_BLOCK: usize = 64 * 1024;
+/// Blocks up to this size stay with a drained buffer.
+const KEEP_BLOCK: usize = 256;
 
 /// One piece of received data.
 #[derive(Debug)]
@@ -87,10 +89,14 @@ impl RecvBuf {
         }
     }
 
-    /// After reads: a drained buffer gives its block back and starts small again.
+    /// After reads: a drained buffer gives its block back and starts small again. A
+    /// small block is kept for the next small message, if nothing read still refers to
+    /// it (a stream receiving message after message took a fresh one for each).
     fn after_read(&mut self) {
         if self.tail.is_empty() {
-            self.tail = BytesMut::new();
+            if !(self.block <= KEEP_BLOCK && self.tail.try_reclaim(self.block)) {
+                self.tail = BytesMut::new();
+            }
             if self.chunks.is_empty() {
                 self.block = 0;
             }

@@ -14,7 +14,8 @@ const MAX_BLOCK: usize = 64 * 1024;
 /// The smallest block: a run of small writes starts small and doubles.
 const MIN_BLOCK: usize = 512;
 
-/// Blocks kept per session for reuse: at most this many (2 MiB of 64 KiB blocks).
+/// Blocks kept per session for reuse: at most this many of each pooled size (2 MiB of
+/// 64 KiB blocks, 16 KiB of the smallest).
 const POOL_MAX: usize = 32;
 /// Blocks looked at per allocation, oldest first.
 const POOL_PROBE: usize = 4;
@@ -22,26 +23,31 @@ const POOL_PROBE: usize = 4;
 /// The session's spent send blocks, reused once the frames cut from them are written:
 /// a freed block went back to the allocator, which handed the kernel its pages, and the
 /// next block faulted them in again (16 streams: a fifth of the CPU in page faults).
+/// Smallest blocks are kept too: a stream sending message after message took a fresh
+/// one for every message.
 #[derive(Debug, Default)]
 pub(crate) struct BlockPool {
     blocks: VecDeque<BytesMut>,
+    small: VecDeque<BytesMut>,
 }
 
 impl BlockPool {
     /// A block with room for `size` bytes: a pooled one that is free again, or a new one.
-    /// Only full-size blocks are pooled; smaller ones are the allocator's business.
+    /// Only full-size and smallest blocks are pooled; others are the allocator's business.
     fn get(&mut self, size: usize) -> BytesMut {
-        if size != MAX_BLOCK {
-            return BytesMut::with_capacity(size);
-        }
-        for _ in 0..self.blocks.len().min(POOL_PROBE) {
-            let mut b = self.blocks.pop_front().expect("counted");
+        let blocks = match size {
+            MAX_BLOCK => &mut self.blocks,
+            MIN_BLOCK => &mut self.small,
+            _ => return BytesMut::with_capacity(size),
+        };
+        for _ in 0..blocks.len().min(POOL_PROBE) {
+            let mut b = blocks.pop_front().expect("counted");
             // True only if the room is this handle's alone (frames written, or room
             // past them), so writing into it is safe.
             if b.try_reclaim(size) {
                 return b;
             }
-            self.blocks.push_back(b);
+            blocks.push_back(b);
         }
         BytesMut::with_capacity(size)
     }
@@ -49,8 +55,13 @@ impl BlockPool {
     /// Keeps a spent block of `size` (the empty handle left after its bytes were split
     /// off).
     fn put(&mut self, b: BytesMut, size: usize) {
-        if size == MAX_BLOCK && self.blocks.len() < POOL_MAX {
-            self.blocks.push_back(b);
+        let blocks = match size {
+            MAX_BLOCK => &mut self.blocks,
+            MIN_BLOCK => &mut self.small,
+            _ => return,
+        };
+        if blocks.len() < POOL_MAX {
+            blocks.push_back(b);
         }
     }
 }
