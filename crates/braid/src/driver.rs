@@ -209,7 +209,9 @@ impl<T: AsyncWrite + Unpin> Io<T> {
         if self.tx.is_empty() || self.io_failed {
             return false;
         }
-        let res = if self.io.is_write_vectored() {
+        let res = if let Some(frame) = self.tx.single() {
+            Pin::new(&mut self.io).poll_write(cx, frame)
+        } else if self.io.is_write_vectored() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let k = self.tx.slices(&mut slices);
             Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
