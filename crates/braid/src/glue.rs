@@ -434,3 +434,73 @@ impl TxQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most 3 bytes per call and counts plain and vectored writes.
+    #[derive(Default)]
+    struct Trickle {
+        got: Vec<u8>,
+        plain: usize,
+        vectored: usize,
+    }
+
+    impl std::io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.plain += 1;
+            let n = buf.len().min(3);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            self.vectored += 1;
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(3 - n);
+                self.got.extend_from_slice(&b[..k]);
+                n += k;
+                if n == 3 {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn queue(frames: &[&'static [u8]]) -> TxQueue {
+        let mut q = TxQueue::default();
+        for f in frames {
+            q.frames.push_back(Bytes::from_static(f));
+            q.len += f.len();
+        }
+        q
+    }
+
+    #[test]
+    fn a_lone_frame_is_written_plainly_even_in_pieces() {
+        let mut q = queue(&[b"0123456789"]);
+        let mut out = Trickle::default();
+        q.write_all_to(&mut out).unwrap();
+        assert_eq!(out.got, b"0123456789");
+        assert_eq!((out.plain, out.vectored), (4, 0));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn several_frames_are_written_vectored_until_one_is_left() {
+        let mut q = queue(&[b"ab", b"cdef", b"ghi"]);
+        let mut out = Trickle::default();
+        q.write_all_to(&mut out).unwrap();
+        assert_eq!(out.got, b"abcdefghi");
+        // "abc", "def" vectored; then "ghi" is alone.
+        assert_eq!((out.vectored, out.plain), (2, 1));
+        assert_eq!(q.len(), 0);
+    }
+}
