@@ -32,22 +32,28 @@ pub(crate) struct BlockPool {
 }
 
 impl BlockPool {
+    /// The pool for blocks of `size`: only full-size and smallest blocks are pooled;
+    /// others are the allocator's business.
+    fn list(&mut self, size: usize) -> Option<&mut VecDeque<BytesMut>> {
+        match size {
+            MAX_BLOCK => Some(&mut self.blocks),
+            MIN_BLOCK => Some(&mut self.small),
+            _ => None,
+        }
+    }
+
     /// A block with room for `size` bytes: a pooled one that is free again, or a new one.
-    /// Only full-size and smallest blocks are pooled; others are the allocator's business.
     fn get(&mut self, size: usize) -> BytesMut {
-        let blocks = match size {
-            MAX_BLOCK => &mut self.blocks,
-            MIN_BLOCK => &mut self.small,
-            _ => return BytesMut::with_capacity(size),
-        };
-        for _ in 0..blocks.len().min(POOL_PROBE) {
-            let mut b = blocks.pop_front().expect("counted");
-            // True only if the room is this handle's alone (frames written, or room
-            // past them), so writing into it is safe.
-            if b.try_reclaim(size) {
-                return b;
+        if let Some(blocks) = self.list(size) {
+            for _ in 0..blocks.len().min(POOL_PROBE) {
+                let mut b = blocks.pop_front().expect("counted");
+                // True only if the room is this handle's alone (frames written, or room
+                // past them), so writing into it is safe.
+                if b.try_reclaim(size) {
+                    return b;
+                }
+                blocks.push_back(b);
             }
-            blocks.push_back(b);
         }
         BytesMut::with_capacity(size)
     }
@@ -55,12 +61,7 @@ impl BlockPool {
     /// Keeps a spent block of `size` (the empty handle left after its bytes were split
     /// off).
     fn put(&mut self, b: BytesMut, size: usize) {
-        let blocks = match size {
-            MAX_BLOCK => &mut self.blocks,
-            MIN_BLOCK => &mut self.small,
-            _ => return,
-        };
-        if blocks.len() < POOL_MAX {
+        if let Some(blocks) = self.list(size).filter(|l| l.len() < POOL_MAX) {
             blocks.push_back(b);
         }
     }

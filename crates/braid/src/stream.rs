@@ -138,9 +138,6 @@ impl StreamRef {
 
     /// Takes buffered chunks into `bufs`; `None` is end of stream.
     async fn read_chunks(&self, bufs: &mut [Bytes]) -> io::Result<Option<usize>> {
-        if bufs.is_empty() {
-            return Ok(Some(0));
-        }
         poll_fn(|cx| self.poll_take(cx, |st| st.read_chunks(bufs))).await
     }
 

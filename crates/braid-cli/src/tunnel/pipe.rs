@@ -159,15 +159,10 @@ async fn tcp_to_stream(
         // Taken from the pool while input comes, given back when the socket runs dry.
         let mut buf: Option<BytesMut> = None;
         let res = loop {
-            let b = match buf.take() {
-                Some(b) if b.capacity() >= MIN_READ => buf.insert(b),
-                old => {
-                    if let Some(b) = old {
-                        bufs.give(b);
-                    }
-                    buf.insert(bufs.take())
-                }
-            };
+            if let Some(spent) = buf.take_if(|b| b.capacity() < MIN_READ) {
+                bufs.give(spent);
+            }
+            let b = buf.get_or_insert_with(|| bufs.take());
             match r.try_read_buf(b) {
                 Ok(0) => break w.shutdown().await,
                 Ok(n) => {

@@ -239,9 +239,6 @@ impl Stream {
     /// assert_eq!(got, 100_000);
     /// ```
     pub fn read_chunks(&self, bufs: &mut [Bytes]) -> io::Result<Option<usize>> {
-        if bufs.is_empty() {
-            return Ok(Some(0));
-        }
         self.stream
             .read_with(|st, id| st.core.stream(id).read_chunks(bufs))
     }
