@@ -183,9 +183,18 @@ pub async fn server<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Messages one write sends and one read may bring at most: a system call carries up to
+/// four messages (about 256 KiB), as the plain carrier's vectored writes and reads do.
+/// With one message per call the encrypted tunnel made 2.5x the plain one's system calls
+/// per byte.
+const BATCH: usize = 4;
+/// A message with its length prefix.
+const WIRE_MSG: usize = 2 + MAX_MSG;
+
 /// A connection whose bytes travel as Noise transport messages: an
 /// `AsyncRead + AsyncWrite` that a [`braid::Session`] runs over. Memory is bounded:
-/// one message being received, one decrypted, one being sent.
+/// [`BATCH`] messages being received and as many being sent, one decrypted message
+/// and one message's plaintext gathered from a vectored write.
 pub struct NoiseStream<T> {
     io: T,
     noise: snow::TransportState,
@@ -194,14 +203,24 @@ pub struct NoiseStream<T> {
     rbuf: Box<[u8]>,
     rpos: usize,
     rlen: usize,
-    /// Decrypted plaintext not yet read: `plain[ppos..plen]`.
-    plain: Box<[u8]>,
+    /// Decrypted plaintext not yet read, of a message larger than the reader's room:
+    /// `plain[ppos..]` (allocated when first needed).
+    plain: Vec<u8>,
     ppos: usize,
-    plen: usize,
-    /// A framed message being written: `wbuf[wpos..]`.
-    wbuf: Vec<u8>,
+    /// Framed messages being written: `wbuf[wpos..wlen]`.
+    wbuf: Box<[u8]>,
     wpos: usize,
+    wlen: usize,
+    /// The plaintext of a message that spans several slices of a vectored write.
+    gather: Vec<u8>,
     eof: bool,
+}
+
+fn auth_failed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "encrypted carrier: a message failed authentication",
+    )
 }
 
 impl<T> NoiseStream<T> {
@@ -209,23 +228,24 @@ impl<T> NoiseStream<T> {
         NoiseStream {
             io,
             noise,
-            rbuf: vec![0u8; 2 + MAX_MSG].into_boxed_slice(),
+            rbuf: vec![0u8; BATCH * WIRE_MSG].into_boxed_slice(),
             rpos: 0,
             rlen: 0,
-            plain: vec![0u8; MAX_MSG].into_boxed_slice(),
+            plain: Vec::new(),
             ppos: 0,
-            plen: 0,
-            wbuf: Vec::with_capacity(2 + MAX_MSG),
+            wbuf: vec![0u8; BATCH * WIRE_MSG].into_boxed_slice(),
             wpos: 0,
+            wlen: 0,
+            gather: Vec::new(),
             eof: false,
         }
     }
 
-    /// Decrypts the first whole message in `rbuf`, if there is one.
-    fn decrypt_one(&mut self) -> io::Result<bool> {
+    /// The length of the first message in `rbuf` if it is there whole.
+    fn whole_message(&self) -> io::Result<Option<usize>> {
         let have = &self.rbuf[self.rpos..self.rlen];
         if have.len() < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let len = usize::from(u16::from_be_bytes([have[0], have[1]]));
         if len < TAG {
@@ -234,37 +254,119 @@ impl<T> NoiseStream<T> {
                 "encrypted carrier: message shorter than its tag",
             ));
         }
-        if have.len() < 2 + len {
-            return Ok(false);
+        Ok((have.len() >= 2 + len).then_some(len))
+    }
+
+    /// Decrypts the whole messages in `rbuf` into `buf`: straight into it while they
+    /// fit, the first that does not into `plain`, of which `buf` gets what fits.
+    /// Returns whether `buf` got any bytes.
+    fn decrypt_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
+        let mut got = false;
+        while buf.remaining() > 0 {
+            let Some(len) = self.whole_message()? else {
+                break;
+            };
+            let msg = &self.rbuf[self.rpos + 2..self.rpos + 2 + len];
+            // ring decrypts in place, so the output needs room for the tag too.
+            let n = if buf.remaining() >= len {
+                let out = buf.initialize_unfilled_to(len);
+                let n = self
+                    .noise
+                    .read_message(msg, out)
+                    .map_err(|_| auth_failed())?;
+                buf.advance(n);
+                n
+            } else {
+                self.plain.resize(MAX_MSG, 0);
+                let n = self
+                    .noise
+                    .read_message(msg, &mut self.plain)
+                    .map_err(|_| auth_failed())?;
+                self.plain.truncate(n);
+                self.ppos = 0;
+                n
+            };
+            self.rpos += 2 + len;
+            got |= n > 0;
+            if self.ppos < self.plain.len() {
+                got |= self.take_plain(buf);
+                break;
+            }
         }
-        let n = self
-            .noise
-            .read_message(&have[2..2 + len], &mut self.plain)
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "encrypted carrier: a message failed authentication",
-                )
-            })?;
-        self.rpos += 2 + len;
-        self.ppos = 0;
-        self.plen = n;
-        Ok(true)
+        Ok(got)
+    }
+
+    /// Moves what fits of the decrypted plaintext into `buf`; whether any did.
+    fn take_plain(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let n = (self.plain.len() - self.ppos).min(buf.remaining());
+        buf.put_slice(&self.plain[self.ppos..self.ppos + n]);
+        self.ppos += n;
+        n > 0
+    }
+
+    /// Encrypts up to [`BATCH`] messages of the slices' bytes into `wbuf` (which must be
+    /// empty) and returns how many bytes they took.
+    fn encrypt(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut slices = bufs
+            .iter()
+            .map(|b| &b[..])
+            .filter(|b| !b.is_empty())
+            .peekable();
+        let mut cur: &[u8] = slices.next().unwrap_or_default();
+        let mut taken = 0;
+        for _ in 0..BATCH {
+            if cur.is_empty() {
+                break;
+            }
+            // A message from one slice as it is; one that spans slices is gathered.
+            let plain = if cur.len() >= MAX_PLAIN || slices.peek().is_none() {
+                let n = cur.len().min(MAX_PLAIN);
+                let (msg, rest) = cur.split_at(n);
+                cur = rest;
+                msg
+            } else {
+                self.gather.clear();
+                while self.gather.len() < MAX_PLAIN && !cur.is_empty() {
+                    let n = cur.len().min(MAX_PLAIN - self.gather.len());
+                    self.gather.extend_from_slice(&cur[..n]);
+                    cur = &cur[n..];
+                    if cur.is_empty() {
+                        cur = slices.next().unwrap_or_default();
+                    }
+                }
+                &self.gather[..]
+            };
+            let at = self.wlen;
+            let len = self
+                .noise
+                .write_message(plain, &mut self.wbuf[at + 2..at + WIRE_MSG])
+                .map_err(io::Error::other)?;
+            debug_assert_eq!(len, plain.len() + TAG);
+            let prefix = u16::try_from(len).expect("at most MAX_MSG").to_be_bytes();
+            self.wbuf[at..at + 2].copy_from_slice(&prefix);
+            self.wlen += 2 + len;
+            taken += plain.len();
+            if cur.is_empty() {
+                cur = slices.next().unwrap_or_default();
+            }
+        }
+        Ok(taken)
     }
 }
 
 impl<T: AsyncWrite + Unpin> NoiseStream<T> {
-    /// Writes out the pending message.
+    /// Writes out the pending messages.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wbuf.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+        while self.wpos < self.wlen {
+            let pending = &self.wbuf[self.wpos..self.wlen];
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, pending))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wpos += n;
         }
-        self.wbuf.clear();
         self.wpos = 0;
+        self.wlen = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -276,15 +378,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.ppos < this.plain.len() {
+            this.take_plain(buf);
+            return Poll::Ready(Ok(()));
+        }
         loop {
-            if this.ppos < this.plen {
-                let n = (this.plen - this.ppos).min(buf.remaining());
-                buf.put_slice(&this.plain[this.ppos..this.ppos + n]);
-                this.ppos += n;
+            if this.decrypt_into(buf)? {
                 return Poll::Ready(Ok(()));
-            }
-            if this.decrypt_one()? {
-                continue; // possibly an empty message: look again
             }
             if this.eof {
                 return Poll::Ready(match this.rlen - this.rpos {
@@ -296,7 +399,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
                 });
             }
             // Less than one whole message is left: move it to the front (once per read,
-            // not per message), which leaves room for the rest of it.
+            // not per message), which leaves room for the rest of it and more.
             if this.rpos > 0 {
                 this.rbuf.copy_within(this.rpos..this.rlen, 0);
                 this.rlen -= this.rpos;
@@ -318,25 +421,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let n = buf.len().min(MAX_PLAIN);
-        this.wbuf.resize(2 + n + TAG, 0);
-        let len = this
-            .noise
-            .write_message(&buf[..n], &mut this.wbuf[2..])
-            .map_err(io::Error::other)?;
-        debug_assert_eq!(len, n + TAG);
-        let prefix = u16::try_from(len).expect("at most MAX_MSG").to_be_bytes();
-        this.wbuf[..2].copy_from_slice(&prefix);
+        let n = this.encrypt(bufs)?;
         // Start sending now; what is left goes out on the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_send(cx) {
             return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -403,6 +507,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn vectored_writes_and_reads_of_any_size_keep_every_byte() {
+        use tokio::io::AsyncWriteExt as _;
+        let (a, b) = duplex(1 << 16);
+        let (c, s) = tokio::join!(client(a, key(7)), server(b, key(7)));
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        assert!(c.is_write_vectored());
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i * 13 + i / 509) as u8)
+            .collect();
+        let sent = data.clone();
+        // Slices shaped like frames (8-byte headers, payloads of many sizes, some empty),
+        // several per write, so messages span slices and writes span messages.
+        let writer = tokio::spawn(async move {
+            let sizes = [8, 32768, 8, 1, 0, 8, 70_000, 3, 65_519, 65_520, 200_000, 12];
+            let (mut at, mut k) = (0, 0);
+            while at < sent.len() {
+                let mut parts = Vec::new();
+                let mut end = at;
+                for _ in 0..(1 + k % 5) {
+                    let n = sizes[k % sizes.len()].min(sent.len() - end);
+                    parts.push(&sent[end..end + n]);
+                    end += n;
+                    k += 1;
+                }
+                let slices: Vec<_> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+                let n = c.write_vectored(&slices).await.unwrap();
+                assert!(n > 0 || end == at);
+                at += n;
+            }
+            c.shutdown().await.unwrap();
+        });
+        // Reads of sizes below, at and above a message's.
+        let mut got = Vec::new();
+        let reads = [1, 7, 65_519, 65_535, 100, 300_000, 65_534];
+        for i in 0.. {
+            let mut buf = vec![0u8; reads[i % reads.len()]];
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
+        assert!(got == data, "{} bytes back of {}", got.len(), data.len());
+    }
+
+    #[tokio::test]
+    async fn one_write_takes_a_batch_of_messages_and_one_read_returns_them() {
+        let (a, b) = duplex(1 << 20);
+        let (c, s) = tokio::join!(client(a, key(7)), server(b, key(7)));
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let data = vec![0x5a; 1 << 20];
+        assert_eq!(c.write(&data).await.unwrap(), BATCH * MAX_PLAIN);
+        c.flush().await.unwrap();
+        // The reader's room takes every whole message decrypted in place.
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(s.read(&mut buf).await.unwrap(), BATCH * MAX_PLAIN);
+        assert!(buf[..BATCH * MAX_PLAIN].iter().all(|&b| b == 0x5a));
+    }
+
+    #[tokio::test]
     async fn many_small_messages_in_one_read() {
         let (a, b) = duplex(1 << 20);
         let (c, s) = tokio::join!(client(a, key(7)), server(b, key(7)));
@@ -444,13 +609,17 @@ mod tests {
         raw[4] ^= 1;
         s.rbuf[..raw.len()].copy_from_slice(&raw);
         s.rlen = raw.len();
-        let err = s.decrypt_one().unwrap_err();
+        let mut out = [0u8; 64];
+        let err = s.decrypt_into(&mut ReadBuf::new(&mut out)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         // A length below the tag's.
         s.rbuf[..2].copy_from_slice(&3u16.to_be_bytes());
+        s.rpos = 0;
         s.rlen = 5;
         assert_eq!(
-            s.decrypt_one().unwrap_err().kind(),
+            s.decrypt_into(&mut ReadBuf::new(&mut out))
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::InvalidData
         );
         // The connection ends inside a message.
