@@ -35,7 +35,7 @@ fn cipher(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(PLAIN as u64));
     let plain = vec![0x5au8; PLAIN];
     let mut msg = vec![0u8; 65_535];
-    let (mut client, mut server) = pair();
+    let (mut client, _) = pair();
     group.bench_function("encrypt", |b| {
         b.iter(|| client.write_message(&plain, &mut msg).unwrap())
     });
