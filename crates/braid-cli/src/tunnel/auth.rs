@@ -61,7 +61,7 @@ impl ServerAuth {
                 ServerAuth::None => Box::new(tcp),
                 ServerAuth::Tls { acceptor, .. } => Box::new(
                     acceptor
-                        .accept(tcp)
+                        .accept(tls::buffered(tcp))
                         .await
                         .map_err(|e| format!("TLS handshake failed: {e}"))?,
                 ),
@@ -123,7 +123,7 @@ impl ClientAuth {
                 tcp.set_nodelay(true)?;
                 let mut io = t
                     .connector
-                    .connect(t.server_name.clone(), tcp)
+                    .connect(t.server_name.clone(), tls::buffered(tcp))
                     .await
                     .map_err(|e| match e.get_ref().and_then(|r| r.downcast_ref()) {
                         Some(tls_error) => io::Error::new(e.kind(), tls::refusal_reason(tls_error)),
