@@ -553,6 +553,60 @@ mod tests {
         assert!(got == data, "{} bytes back of {}", got.len(), data.len());
     }
 
+    /// Seeded random writes (several slices each, of every size class) and reads over
+    /// pipes of random capacity: every byte arrives, in order.
+    #[tokio::test]
+    async fn random_slices_and_reads_keep_every_byte() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use tokio::io::AsyncWriteExt as _;
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (a, b) = duplex(rng.gen_range(1..200_000));
+            let (c, s) = tokio::join!(client(a, key(7)), server(b, key(7)));
+            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            let size = |rng: &mut StdRng| match rng.gen_range(0..4) {
+                0 => rng.gen_range(0..16),
+                1 => rng.gen_range(0..2_000),
+                2 => rng.gen_range(60_000..70_000),
+                _ => rng.gen_range(0..300_000),
+            };
+            let len = rng.gen_range(0..2_000_000);
+            let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let sent = data.clone();
+            let mut wrng = StdRng::seed_from_u64(seed + 1000);
+            let writer = tokio::spawn(async move {
+                let mut at = 0;
+                while at < sent.len() {
+                    let mut end = at;
+                    let mut parts = Vec::new();
+                    for _ in 0..wrng.gen_range(1..8) {
+                        let n = size(&mut wrng).min(sent.len() - end);
+                        parts.push(&sent[end..end + n]);
+                        end += n;
+                    }
+                    let slices: Vec<_> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+                    at += c.write_vectored(&slices).await.unwrap();
+                }
+                c.shutdown().await.unwrap();
+            });
+            let mut got = Vec::new();
+            loop {
+                let mut buf = vec![0u8; size(&mut rng).max(1)];
+                match s.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            writer.await.unwrap();
+            assert!(
+                got == data,
+                "seed {seed}: {} bytes of {}",
+                got.len(),
+                data.len()
+            );
+        }
+    }
+
     #[tokio::test]
     async fn one_write_takes_a_batch_of_messages_and_one_read_returns_them() {
         let (a, b) = duplex(1 << 20);
