@@ -78,6 +78,15 @@
 //! and leaves no state behind. Streams also have idle timeouts
 //! ([`Stream::set_idle_timeout`]).
 //!
+//! ## Other transports
+//! [`Session::client`] and [`Session::server`] take any `AsyncRead + AsyncWrite` (TLS,
+//! a Unix socket, an encrypted or compressed stream of your own). Two things make them
+//! cheaper per byte: implement `poll_write_vectored` (and `is_write_vectored`) in your
+//! own transports, or the driver copies its frames into one buffer before each write;
+//! and under rustls (`tokio-rustls`), which reads its socket 4 KiB per call, wrap the
+//! TCP stream in `tokio::io::BufReader::with_capacity(64 * 1024, tcp)` before the
+//! handshake. braid's own tunnel does both (BENCHMARKS.md, round 6).
+//!
 //! ## Design
 //! The protocol is the sans-IO core [`braid_proto`]; this crate adds one driver task per
 //! session that owns the connection, and cheap handles that share the core behind a
