@@ -288,6 +288,8 @@ impl<T> NoiseStream<T> {
             };
             self.rpos += 2 + len;
             got |= n > 0;
+            // Plaintext left over (the reader's room is spent): it waits in `plain`. An
+            // empty message, or one that fitted after all, leaves none: go on.
             if self.ppos < self.plain.len() {
                 got |= self.take_plain(buf);
                 break;
